@@ -1,0 +1,97 @@
+"""The verdict contract: what the PLC that sorts parts reads for every frame.
+
+The Kafka value is this model as JSON on `kenpin.verdicts.<line>`, keyed by
+camera id. Every field a sorter or a dashboard needs is in the value itself, so
+a consumer never has to look at the frame or its headers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.common import FrameId, Name, UtcDatetime, utc_now
+from schemas.frames import FrameHeaders
+
+VERDICT_SCHEMA_VERSION = 1
+
+Result = Literal["ok", "ng"]
+
+
+class Verdict(BaseModel):
+    """The judgement of one frame: ok (pass the part) or ng (no good: reject it)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_serialization_defaults_required=True,
+        allow_inf_nan=False,
+    )
+
+    frame_id: FrameId = Field(description="Id of the judged frame; a replay repeats it.")
+    line: Name
+    camera: Name
+    product: Name
+    result: Result = Field(description="'ok' passes the part, 'ng' rejects it.")
+    score: float = Field(description="Anomaly score of the frame; higher is more anomalous.")
+    threshold: float = Field(description="The product's threshold in the model release used.")
+    model_version: str = Field(min_length=1, description="Release that judged the frame.")
+    heatmap_key: str | None = Field(
+        default=None,
+        description="S3 object key of the heatmap (NG only; null for OK). The heatmap may "
+        "appear shortly after the verdict: it is stored off the hot path.",
+    )
+    capture_time: UtcDatetime = Field(description="When the camera took the frame (UTC).")
+    decision_time: UtcDatetime = Field(description="When the worker decided (UTC).")
+    latency_ms: float = Field(
+        description="decision_time - capture_time in milliseconds; negative only if the "
+        "camera's clock runs ahead of the worker's."
+    )
+    schema_version: Literal[1] = VERDICT_SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _heatmap_only_for_ng(self) -> Self:
+        if self.result == "ok" and self.heatmap_key is not None:
+            raise ValueError("heatmap_key must be null for an 'ok' verdict")
+        return self
+
+    @classmethod
+    def for_frame(
+        cls,
+        frame: FrameHeaders,
+        *,
+        result: Result,
+        score: float,
+        threshold: float,
+        model_version: str,
+        heatmap_key: str | None = None,
+        decision_time: datetime | None = None,
+    ) -> Self:
+        """The verdict on `frame`, with the latency computed from its capture time."""
+        decided = decision_time or utc_now()
+        latency_ms = (decided - frame.capture_time).total_seconds() * 1000.0
+        return cls(
+            frame_id=frame.frame_id,
+            line=frame.line,
+            camera=frame.camera,
+            product=frame.product,
+            result=result,
+            score=score,
+            threshold=threshold,
+            model_version=model_version,
+            heatmap_key=heatmap_key,
+            capture_time=frame.capture_time,
+            decision_time=decided,
+            latency_ms=latency_ms,
+        )
+
+    def to_json(self) -> bytes:
+        """The Kafka value: compact UTF-8 JSON."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        """Parse a Kafka value written by `to_json`."""
+        return cls.model_validate_json(data)
