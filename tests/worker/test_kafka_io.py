@@ -1,0 +1,128 @@
+"""Kafka client settings and topic helpers; the clients themselves are replaced by fakes."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.deadletters import DeadLetter, DeadLetterReason
+from schemas.frames import FrameHeaders
+from schemas.verdicts import Verdict
+from worker import kafka_io
+from worker.settings import WorkerSettings
+
+
+@pytest.fixture
+def settings() -> WorkerSettings:
+    return WorkerSettings(kafka_bootstrap="a:9092, b:9092", max_batch=8)
+
+
+def test_consumer_commits_only_by_hand_and_sees_new_topics_quickly(settings):
+    config = kafka_io.consumer_config(settings)
+    assert config["enable_auto_commit"] is False
+    assert config["bootstrap_servers"] == ["a:9092", "b:9092"]
+    assert config["group_id"] == "kenpin-workers"
+    assert config["metadata_max_age_ms"] == settings.metadata_max_age_ms <= 10_000
+    assert config["auto_offset_reset"] == "earliest"
+    assert config["heartbeat_interval_ms"] < config["session_timeout_ms"]
+    assert config["max_poll_records"] >= settings.max_batch
+
+
+def test_producer_waits_for_all_replicas(settings):
+    config = kafka_io.producer_config(settings, client_id="w-1")
+    assert config["acks"] == "all"
+    assert config.get("retries", 1) > 0
+    assert config["delivery_timeout_ms"] >= 30_000 + config["linger_ms"]
+    assert config["max_request_size"] == settings.kafka_max_message_bytes
+    assert config["client_id"] == "w-1"
+
+
+class FakeConsumer:
+    def __init__(self, **config):
+        self.config = config
+        self.pattern = None
+
+    def subscribe(self, topics=(), pattern=None, listener=None):
+        self.pattern = pattern
+
+
+def test_frame_consumer_subscribes_by_pattern(settings, monkeypatch):
+    monkeypatch.setattr(kafka_io, "KafkaConsumer", FakeConsumer)
+    consumer = kafka_io.make_frame_consumer(settings)
+    assert consumer.pattern == r"^kenpin\.frames\..*"
+    assert consumer.config["enable_auto_commit"] is False
+
+
+def test_real_kafka_python_accepts_the_configs(settings):
+    # Both clients reject unknown options before connecting; with nothing listening
+    # on the port they then fail to bootstrap, which is the expected outcome here.
+    from kafka.errors import KafkaTimeoutError
+
+    closed = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
+    for make in (kafka_io.make_frame_consumer, kafka_io.make_producer):
+        with pytest.raises(KafkaTimeoutError):
+            make(closed, bootstrap_timeout_ms=200)
+
+
+@pytest.mark.parametrize(
+    ("topic", "line"),
+    [("kenpin.frames.l1", "l1"), ("plant-a.frames.press_3", "press_3")],
+)
+def test_line_from_topic(topic, line):
+    assert kafka_io.line_from_topic(topic) == line
+
+
+@pytest.mark.parametrize("topic", ["nodots", "kenpin.frames."])
+def test_line_from_topic_rejects_topics_without_a_line(topic):
+    with pytest.raises(ValueError):
+        kafka_io.line_from_topic(topic)
+
+
+def test_topic_names():
+    assert kafka_io.frames_topic("l1") == "kenpin.frames.l1"
+    assert kafka_io.verdict_topic("l1") == "kenpin.verdicts.l1"
+    assert kafka_io.verdict_topic("l1", "x.v.") == "x.v.l1"
+
+
+class RecordingProducer:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, value=None, key=None, headers=None):
+        self.sent.append((topic, key, value, headers))
+        return "future"
+
+
+def test_send_verdict_keys_by_camera_on_the_line_topic():
+    frame = FrameHeaders(
+        frame_id="f",
+        line="l1",
+        camera="cam-7",
+        product="bottle",
+        capture_time=datetime(2024, 5, 1, tzinfo=UTC),
+        content_type="image/png",
+    )
+    verdict = Verdict.for_frame(frame, result="ok", score=0.1, threshold=0.5, model_version="v")
+    producer = RecordingProducer()
+    assert kafka_io.send_verdict(producer, verdict) == "future"
+    topic, key, value, _ = producer.sent[0]
+    assert (topic, key) == ("kenpin.verdicts.l1", b"cam-7")
+    assert Verdict.from_json(value) == verdict
+
+
+def test_send_dead_letter_keeps_the_original_key():
+    letter = DeadLetter.from_record(
+        reason=DeadLetterReason.EMPTY_PAYLOAD,
+        detail="empty",
+        topic="kenpin.frames.l1",
+        partition=0,
+        offset=5,
+        key=b"cam-2",
+        value=b"",
+        headers=[],
+    )
+    producer = RecordingProducer()
+    kafka_io.send_dead_letter(producer, letter, "kenpin.deadletter")
+    topic, key, value, _ = producer.sent[0]
+    assert (topic, key) == ("kenpin.deadletter", b"cam-2")
+    assert json.loads(value)["reason"] == "empty_payload"

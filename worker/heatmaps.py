@@ -1,0 +1,84 @@
+"""Heatmaps an operator can read at a glance, and the object keys they are stored under.
+
+An NG verdict alone tells the sorter to reject a part; the operator who
+inspects the reject bin wants to see *where* the model saw the defect. So the
+anomaly map (model resolution) is stretched over the original frame as a JET
+colour overlay and stored as PNG beside a copy of the frame itself.
+
+Keys depend only on the frame (line, capture date, frame id), never on when
+the worker ran, so a replayed frame overwrites its heatmap instead of adding one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import cv2
+import numpy as np
+
+from schemas.frames import EXTENSION_BY_CONTENT_TYPE
+
+HEATMAP_PREFIX = "heatmaps"
+_PNG_COMPRESSION = 3  # zlib level: most of the size win at a fraction of level 9's time
+
+
+def render_overlay(
+    frame_rgb: np.ndarray,
+    anomaly_map: np.ndarray,
+    *,
+    vmin: float = 0.0,
+    vmax: float | None = None,
+    alpha: float = 0.5,
+) -> bytes:
+    """PNG bytes of `anomaly_map` as a JET overlay on `frame_rgb`, at the frame's size.
+
+    `frame_rgb` is (H, W, 3) uint8; `anomaly_map` is (h, w) float at model
+    resolution. Scores map linearly from `vmin` (blue) to `vmax` (red). Pass a
+    fixed `vmax` (e.g. twice the product's threshold) so colours mean the same
+    on every heatmap; left None, it is the map's own maximum, which always
+    shows *something* red, even on a normal part. `alpha` is the overlay's weight.
+    """
+    if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
+        raise ValueError(f"frame must be (H, W, 3) uint8, got {frame_rgb.shape} {frame_rgb.dtype}")
+    amap = np.asarray(anomaly_map, dtype=np.float32).squeeze()
+    if amap.ndim != 2:
+        raise ValueError(f"anomaly map must be 2-D, got shape {anomaly_map.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+    amap = np.nan_to_num(amap, nan=vmin, posinf=np.finfo(np.float32).max, neginf=vmin)
+    top = float(amap.max()) if vmax is None else vmax
+    span = top - vmin
+    scaled = (amap - vmin) / span if span > 0 else np.zeros_like(amap)
+    levels = (np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    height, width = frame_rgb.shape[:2]
+    levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
+    colour_bgr = cv2.applyColorMap(levels, cv2.COLORMAP_JET)
+    frame_bgr = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
+    blended = cv2.addWeighted(frame_bgr, 1.0 - alpha, colour_bgr, alpha, 0.0)
+    ok, png = cv2.imencode(".png", blended, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode the heatmap as PNG")
+    return png.tobytes()
+
+
+def heatmap_key(line: str, capture_time: datetime, frame_id: str) -> str:
+    """`heatmaps/<line>/<YYYY-MM-DD>/<frame_id>.png`, dated by the frame's capture (UTC)."""
+    return f"{_folder(line, capture_time)}/{frame_id}.png"
+
+
+def frame_key(line: str, capture_time: datetime, frame_id: str, content_type: str) -> str:
+    """Key of the original frame beside its heatmap: `.../<frame_id>.original.<ext>`.
+
+    The `.original` infix keeps a PNG frame from overwriting its own PNG heatmap.
+    """
+    extension = EXTENSION_BY_CONTENT_TYPE[content_type]
+    return f"{_folder(line, capture_time)}/{frame_id}.original{extension}"
+
+
+def _folder(line: str, capture_time: datetime) -> str:
+    if capture_time.tzinfo is None:
+        raise ValueError("capture_time must be timezone-aware; the date is taken in UTC")
+    day = capture_time.astimezone(UTC).date().isoformat()
+    return f"{HEATMAP_PREFIX}/{line}/{day}"

@@ -1,0 +1,152 @@
+"""The data plane: the one module that opens Kafka connections (kafka-python).
+
+Delivery is at least once with idempotent outputs (see ARCHITECTURE.md), and
+that is decided here, in the client settings:
+
+- the consumer never commits on its own (`enable_auto_commit=False`): the loop
+  commits an offset only after the verdict is acknowledged and the heatmap stored;
+- the producer waits for all in-sync replicas (`acks="all"`) and retries until
+  its delivery timeout, so an acknowledged verdict survives a broker failure;
+- the consumer subscribes by pattern and refreshes metadata every few seconds
+  (`metadata_max_age_ms`), so a new line's topic is judged without a restart;
+- a consumer group new to a topic starts at its beginning
+  (`auto_offset_reset="earliest"`): a new line's first frames are not skipped.
+
+Topic names follow `kenpin.frames.<line>` / `kenpin.verdicts.<line>`; line names
+have no dots, so the line is whatever follows the last dot.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
+
+from schemas.deadletters import DeadLetter
+from schemas.verdicts import Verdict
+
+FRAMES_TOPIC_PREFIX = "kenpin.frames."
+VERDICTS_TOPIC_PREFIX = "kenpin.verdicts."
+
+
+class KafkaSettings(Protocol):
+    """The settings this module reads (a subset of WorkerSettings)."""
+
+    kafka_bootstrap: str
+    frames_topic_pattern: str
+    consumer_group: str
+    session_timeout_ms: int
+    metadata_max_age_ms: int
+    kafka_max_message_bytes: int
+    max_batch: int
+
+
+def bootstrap_servers(settings: KafkaSettings) -> list[str]:
+    """`"a:9092, b:9092"` -> `["a:9092", "b:9092"]`."""
+    return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
+
+
+def consumer_config(settings: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for KafkaConsumer: manual commits, quick discovery of new topics."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers(settings),
+        "group_id": settings.consumer_group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        # Heartbeats well inside the session timeout, as Kafka recommends (a third).
+        "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 100),
+        "metadata_max_age_ms": settings.metadata_max_age_ms,
+        # A few batches per poll: enough to fill a micro-batch, few enough that a
+        # rebalance does not strand many fetched-but-unjudged frames.
+        "max_poll_records": settings.max_batch * 4,
+        "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
+    }
+    if client_id:
+        config["client_id"] = client_id
+    return config
+
+
+def producer_config(settings: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for KafkaProducer: durable acks, retries, small batching delay."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers(settings),
+        "acks": "all",
+        # Retries are left at the client's default: unlimited within delivery_timeout_ms
+        # (which must cover request_timeout_ms + linger_ms). Idempotence also stays at
+        # its default, on when the broker supports it, so a retry cannot duplicate a
+        # record within a partition.
+        "delivery_timeout_ms": 60_000,
+        # Full-resolution PNG frames exceed the 1 MB client default; the broker's
+        # message.max.bytes must allow the same size.
+        "max_request_size": settings.kafka_max_message_bytes,
+        # Verdicts of one batch leave together; 5 ms is small against the batch wait.
+        "linger_ms": 5,
+        "metadata_max_age_ms": settings.metadata_max_age_ms,
+    }
+    if client_id:
+        config["client_id"] = client_id
+    return config
+
+
+def make_frame_consumer(
+    settings: KafkaSettings, *, client_id: str | None = None, **overrides: Any
+) -> KafkaConsumer:
+    """A consumer in the worker group, subscribed to every frame topic matching the pattern.
+
+    `overrides` are extra KafkaConsumer options (e.g. `bootstrap_timeout_ms` in tests).
+    """
+    config = consumer_config(settings, client_id=client_id) | overrides
+    consumer = KafkaConsumer(**config)
+    consumer.subscribe(pattern=settings.frames_topic_pattern)
+    return consumer
+
+
+def make_producer(
+    settings: KafkaSettings, *, client_id: str | None = None, **overrides: Any
+) -> KafkaProducer:
+    """A producer for verdicts, dead letters and (in the camera simulator) frames.
+
+    `overrides` are extra KafkaProducer options.
+    """
+    return KafkaProducer(**(producer_config(settings, client_id=client_id) | overrides))
+
+
+def line_from_topic(topic: str) -> str:
+    """`kenpin.frames.l1` -> `l1`; ValueError when the topic has no line part."""
+    _, dot, line = topic.rpartition(".")
+    if not dot or not line:
+        raise ValueError(f"topic {topic!r} does not end in '.<line>'")
+    return line
+
+
+def frames_topic(line: str, prefix: str = FRAMES_TOPIC_PREFIX) -> str:
+    """`l1` -> `kenpin.frames.l1`."""
+    return f"{prefix}{line}"
+
+
+def verdict_topic(line: str, prefix: str = VERDICTS_TOPIC_PREFIX) -> str:
+    """`l1` -> `kenpin.verdicts.l1`."""
+    return f"{prefix}{line}"
+
+
+def send_verdict(
+    producer: KafkaProducer, verdict: Verdict, prefix: str = VERDICTS_TOPIC_PREFIX
+) -> FutureRecordMetadata:
+    """Publish `verdict` to its line's topic, keyed by camera so a camera's verdicts stay ordered.
+
+    Returns the send future; the loop waits on it before committing the frame's offset.
+    """
+    return producer.send(
+        verdict_topic(verdict.line, prefix),
+        key=verdict.camera.encode(),
+        value=verdict.to_json(),
+    )
+
+
+def send_dead_letter(
+    producer: KafkaProducer, dead_letter: DeadLetter, topic: str
+) -> FutureRecordMetadata:
+    """Publish `dead_letter`, keyed like the original record (its camera id, if it had one)."""
+    return producer.send(topic, key=dead_letter.original_key, value=dead_letter.to_json())

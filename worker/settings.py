@@ -1,0 +1,135 @@
+"""Every knob of a worker in one place, read from `KENPIN_*` environment variables.
+
+One class, so an operator can see the whole configuration surface of a worker
+in a single file and a deployment manifest can set any of it without code.
+Credentials are `SecretStr`: they never show up in logs or reprs.
+
+Example: ``KENPIN_KAFKA_BOOTSTRAP=broker:9092 KENPIN_DEVICE=cuda kenpin-worker``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DEAD_LETTER_OVERHEAD = 64 * 1024
+
+
+class WorkerSettings(BaseSettings):
+    """Configuration of one inference worker process."""
+
+    model_config = SettingsConfigDict(env_prefix="KENPIN_", extra="ignore")
+
+    # --- data plane: Kafka -------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="localhost:9092", description="Comma-separated host:port list of brokers."
+    )
+    frames_topic_pattern: str = Field(
+        default=r"^kenpin\.frames\..*",
+        description="Regex of frame topics; new line topics are picked up without restart.",
+    )
+    verdicts_topic_prefix: str = "kenpin.verdicts."
+    deadletter_topic: str = "kenpin.deadletter"
+    consumer_group: str = "kenpin-workers"
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="How long a silent worker keeps its partitions before the group "
+        "rebalances them to the others.",
+    )
+    metadata_max_age_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="Metadata refresh period: bounds how late a new line's topic is noticed.",
+    )
+    kafka_max_message_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest record the producer sends and the consumer fetches per "
+        "partition; full-resolution PNG frames exceed Kafka's 1 MB default. The broker's "
+        "message.max.bytes must be at least this.",
+    )
+    deadletter_max_original_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=0,
+        description="Original bytes kept in a dead letter (a longer frame keeps a prefix); "
+        "base64 adds a third, and the dead letter must fit kafka_max_message_bytes.",
+    )
+
+    # --- control plane: Redis ----------------------------------------------------
+    redis_url: str = "redis://localhost:6379/0"
+
+    # --- blobs: S3 ---------------------------------------------------------------
+    s3_endpoint: str = Field(default="localhost:9000", description="host:port, no scheme.")
+    s3_access_key: SecretStr = Field(default=SecretStr(""), description="Empty: anonymous.")
+    s3_secret_key: SecretStr = SecretStr("")
+    s3_bucket: str = "kenpin"
+    s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3.")
+
+    # --- model -------------------------------------------------------------------
+    model_path: Path = Field(
+        default=Path("models/current"),
+        description="Local artifact folder (weights + manifest.json); also where a "
+        "release downloaded from S3 is kept.",
+    )
+    model_s3_key: str | None = Field(
+        default=None, description="Object key prefix of an artifact to fetch at start."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    # --- the loop ----------------------------------------------------------------
+    max_batch: int = Field(default=16, ge=1, description="Most frames in one forward pass.")
+    max_wait_ms: int = Field(
+        default=50, ge=0, description="Longest a frame waits for its batch to fill."
+    )
+    decode_threads: int = Field(default=2, ge=1)
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Largest width x height accepted, checked from the image header before "
+        "decoding, so a decompression bomb cannot exhaust memory.",
+    )
+
+    # --- operations --------------------------------------------------------------
+    metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="/metrics and /healthz; 0 turns them off."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a terminal, JSON lines otherwise."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _dead_letters_fit(self) -> Self:
+        # base64 (4/3) plus room for the JSON fields and the headers.
+        needed = self.deadletter_max_original_bytes * 4 // 3 + _DEAD_LETTER_OVERHEAD
+        if needed > self.kafka_max_message_bytes:
+            raise ValueError(
+                f"deadletter_max_original_bytes={self.deadletter_max_original_bytes} makes "
+                f"dead letters of up to {needed} bytes, over "
+                f"kafka_max_message_bytes={self.kafka_max_message_bytes}"
+            )
+        return self
+
+    @field_validator("frames_topic_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _no_scheme(cls, value: str) -> str:
+        # The MinIO client takes host:port and a separate `secure` flag; a URL here
+        # would fail later with a confusing error, so say it now.
+        if "://" in value:
+            raise ValueError("give host:port without a scheme; set KENPIN_S3_SECURE for https")
+        return value
