@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders
+from schemas.manifest import ModelManifest
 from schemas.verdicts import Verdict
 
 JSON_DIR = Path(__file__).with_name("json")
@@ -29,6 +30,7 @@ MODELS: Mapping[str, type[BaseModel]] = {
     "frame_headers": FrameHeaders,
     "verdict": Verdict,
     "dead_letter": DeadLetter,
+    "model_manifest": ModelManifest,
 }
 
 

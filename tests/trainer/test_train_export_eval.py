@@ -1,0 +1,99 @@
+"""Tiny end-to-end runs: train -> export -> verified load -> evaluate, and determinism."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.evaluate import evaluate_artifact
+from trainer.export import export
+from trainer.train import TrainConfig, train
+from worker.model.artifact import ArtifactError, load_artifact
+from worker.model.runtime import InspectionModel
+
+TINY = TrainConfig(image_size=64, epochs=2, batch_size=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_data):
+    return train(synthetic_data, TINY, progress=False)
+
+
+def test_training_records_history_and_best_epoch(trained):
+    assert len(trained.history) == 2
+    assert trained.best_epoch in (1, 2)
+    assert set(trained.val_scores) == {"tile", "washer"}
+    assert trained.data["products"]["washer"] == {"train": 8, "val": 2}
+
+
+def test_training_is_deterministic(synthetic_data, trained):
+    again = train(synthetic_data, TINY, progress=False)
+    for a, b in zip(
+        trained.network.student.state_dict().values(),
+        again.network.student.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+def test_export_loads_without_pickle_and_serves(tmp_path, trained):
+    manifest = export(trained, tmp_path / "model", version="t1")
+    assert (
+        json.loads((tmp_path / "model" / "manifest.json").read_text())["sha256"] == manifest.sha256
+    )
+    assert set(manifest.products) == {"tile", "washer"}
+    model = InspectionModel.load(tmp_path / "model", device="cpu")
+    judged = model.judge([np.zeros((64, 64, 3), np.uint8)] * 3)
+    assert judged.scores.shape == (3,) and judged.maps.shape == (3, 64, 64)
+    # the served model computes what the trainer's network computes
+    with torch.inference_mode():
+        _, reference = trained.network(torch.zeros(3, 3, 64, 64))
+    np.testing.assert_allclose(judged.scores, reference.numpy(), rtol=1e-5)
+
+
+def test_tampered_weights_are_refused(tmp_path, trained):
+    export(trained, tmp_path / "model", version="t2")
+    weights = tmp_path / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(tmp_path / "model")
+
+
+def test_a_pickle_in_place_of_weights_is_refused(tmp_path, trained):
+    manifest = export(trained, tmp_path / "model", version="t3")
+    weights = tmp_path / "model" / "model.safetensors"
+    torch.save(trained.network.state_dict(), weights)  # a pickle, even with a matching hash
+    from worker.model.backbones import sha256_file
+
+    (tmp_path / "model" / "manifest.json").write_text(
+        manifest.model_copy(update={"sha256": sha256_file(weights)}).model_dump_json()
+    )
+    with pytest.raises(ArtifactError, match="safetensors"):
+        load_artifact(tmp_path / "model")
+
+
+def test_evaluation_writes_report_and_pictures(tmp_path, trained, synthetic_data):
+    export(trained, tmp_path / "model", version="t4")
+    report = evaluate_artifact(
+        tmp_path / "model", synthetic_data, tmp_path / "eval", progress=False
+    )
+    assert set(report["products"]) == {"tile", "washer"}
+    for metrics in report["products"].values():
+        for key in ("image_auroc", "pixel_auroc", "au_pro"):
+            assert 0.0 <= metrics[key] <= 1.0
+        assert set(metrics["per_defect"]) == {"hole", "missing", "scratch", "stain"}
+        assert "precision" in metrics["at_threshold"]
+    assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "heatmaps.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["mean"]
+
+
+def test_zero_epochs_still_exports_a_calibrated_artifact(tmp_path, synthetic_data):
+    result = train(
+        synthetic_data, TrainConfig(image_size=64, epochs=0, batch_size=8), progress=False
+    )
+    manifest = export(result, tmp_path / "model")
+    assert all(np.isfinite(p.threshold) for p in manifest.products.values())

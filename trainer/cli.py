@@ -1,0 +1,131 @@
+"""`kenpin-trainer`: train, evaluate, benchmark and run the ablation from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainer.losses import LossWeights
+from trainer.train import TrainConfig
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    w = LossWeights()
+    p.add_argument("--data", type=Path, required=True, help="dataset root in MVTec layout")
+    p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "resnet18"])
+    p.add_argument(
+        "--teacher-weights", type=Path, help="ImageNet weights file (resnet18 needs one)"
+    )
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--dcam", default=d.dcam, choices=["none", "channel", "spatial", "both"])
+    p.add_argument("--channel-cd", type=float, default=w.channel_cd)
+    p.add_argument("--spatial-cd", type=float, default=w.spatial_cd)
+    p.add_argument("--spatial-kd", type=float, default=w.spatial_kd)
+    p.add_argument("--channel-kd", type=float, default=w.channel_kd)
+    p.add_argument("--temperature", type=float, default=w.temperature)
+    p.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast for the student (faster on CPU)"
+    )
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        backbone=args.backbone,
+        teacher_weights=str(args.teacher_weights) if args.teacher_weights else None,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        dcam=args.dcam,
+        losses=LossWeights(
+            channel_cd=args.channel_cd,
+            spatial_cd=args.spatial_cd,
+            spatial_kd=args.spatial_kd,
+            channel_kd=args.channel_kd,
+            temperature=args.temperature,
+        ),
+        bf16=args.bf16,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from worker.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="kenpin-trainer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one multi-class model and export an artifact")
+    _train_args(p)
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    p.add_argument("--threshold-quantile", type=float, default=0.99)
+
+    p = sub.add_parser("eval", help="evaluate an artifact on the test split")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="report folder (default: <model>/eval)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+
+    p = sub.add_parser("ablation", help="train and evaluate the paper's variants in one run")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--variant", action="append", help="only these variants (repeatable)")
+
+    p = sub.add_parser("bench", help="inference images/s at several batch sizes and precisions")
+    p.add_argument("--model", type=Path, help="artifact (default: a fresh untrained pair)")
+    p.add_argument("--batch", type=int, action="append", help="batch sizes (default 1 and 16)")
+    p.add_argument("--seconds", type=float, default=10.0, help="time per measurement")
+
+    args = parser.parse_args(argv)
+    configure_logging()
+
+    if args.command == "train":
+        from trainer.export import export
+        from trainer.train import train
+
+        result = train(args.data, _config(args))
+        manifest = export(result, args.out, quantile=args.threshold_quantile)
+        print(f"wrote {args.out} version {manifest.version} sha256 {manifest.sha256}")
+        for product, entry in manifest.products.items():
+            print(f"  {product}: threshold {entry.threshold:.4f} ({entry.rule})")
+        return 0
+    if args.command == "eval":
+        from trainer.evaluate import evaluate_artifact, format_table
+
+        report = evaluate_artifact(
+            args.model, args.data, args.out or args.model / "eval", precision=args.precision
+        )
+        print(format_table({"model": report}))
+        return 0
+    if args.command == "ablation":
+        from trainer.ablation import run_ablation
+
+        results = run_ablation(
+            args.data, args.out, args.epochs, args.batch_size, args.seed, args.bf16, args.variant
+        )
+        from trainer.evaluate import format_table
+
+        print(format_table(results))
+        return 0
+    if args.command == "bench":
+        from trainer.benchmark import run_benchmark
+
+        run_benchmark(args.model, args.batch or [1, 16], args.seconds)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Evaluate an artifact on the test split of every product: numbers, a JSON report, pictures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import structlog
+from tqdm import tqdm
+
+from trainer.data import Product, discover, read_mask, read_rgb
+from trainer.metrics import au_pro, auroc, precision_recall
+from worker.model.runtime import InspectionModel
+
+log = structlog.get_logger(__name__)
+
+HEADLINE = ("image_auroc", "pixel_auroc", "au_pro")
+
+
+def judge_product(
+    model: InspectionModel, product: Product, batch: int = 16, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores (N,), maps (N, S, S) and masks (N, S, S) of one product's test images."""
+    size = model.image_size
+    scores, maps, masks = [], [], []
+    items = product.test
+    for start in tqdm(
+        range(0, len(items), batch),
+        desc=f"eval {product.name}",
+        disable=not progress,
+        leave=False,
+        unit="batch",
+    ):
+        chunk = items[start : start + batch]
+        judged = model.judge([read_rgb(item.path, size) for item in chunk])
+        scores.append(judged.scores)
+        maps.append(judged.maps)
+        masks.extend(read_mask(item.mask, size) for item in chunk)
+    return np.concatenate(scores), np.concatenate(maps), np.stack(masks)
+
+
+def product_metrics(
+    product: Product,
+    scores: np.ndarray,
+    maps: np.ndarray,
+    masks: np.ndarray,
+    threshold: float | None,
+) -> dict:
+    labels = np.array([item.anomalous for item in product.test])
+    defects = np.array([item.defect for item in product.test])
+    metrics: dict = {
+        "images": int(labels.size),
+        "anomalous": int(labels.sum()),
+        "image_auroc": auroc(labels, scores),
+        "pixel_auroc": auroc(masks, maps),
+        "au_pro": au_pro(masks, maps),
+        "per_defect": {},
+    }
+    good = defects == "good"
+    for defect in sorted(set(defects) - {"good"}):
+        pick = good | (defects == defect)
+        entry = {
+            "images": int((defects == defect).sum()),
+            "image_auroc": auroc(labels[pick], scores[pick]),
+        }
+        if masks[defects == defect].any():
+            entry["au_pro"] = au_pro(masks[pick], maps[pick])
+        metrics["per_defect"][defect] = entry
+    if threshold is not None:
+        metrics["threshold"] = threshold
+        metrics["at_threshold"] = precision_recall(labels, scores, threshold)
+    return metrics
+
+
+def evaluate_artifact(
+    model_path: Path,
+    data_dir: Path,
+    out_dir: Path,
+    precision: str = "fp32",
+    progress: bool = True,
+    pictures: bool = True,
+) -> dict:
+    """Evaluate every product of `data_dir` that the model knows; writes report.json + pictures."""
+    started = time.perf_counter()
+    model = InspectionModel.load(Path(model_path), device="cpu", precision=precision)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {"model": model.version, "precision": precision, "products": {}}
+    judged: dict[str, tuple] = {}
+    for product in discover(data_dir):
+        if not product.test:
+            continue
+        threshold = model.threshold(product.name)
+        if threshold is None:
+            log.warning("product unknown to the model, skipped", product=product.name)
+            continue
+        scores, maps, masks = judge_product(model, product, progress=progress)
+        metrics = product_metrics(product, scores, maps, masks, threshold)
+        report["products"][product.name] = metrics
+        judged[product.name] = (product, scores, maps, masks)
+        log.info("evaluated", product=product.name, **{k: round(metrics[k], 4) for k in HEADLINE})
+    if not report["products"]:
+        raise ValueError(f"{data_dir}: no test images of any product the model knows")
+    report["mean"] = {
+        k: float(np.mean([m[k] for m in report["products"].values()])) for k in HEADLINE
+    }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    if pictures:
+        from trainer.plots import heatmap_grid, roc_figure
+
+        report["pictures"] = {
+            "roc": str(roc_figure(judged, out_dir / "roc.png")),
+            "heatmaps": str(heatmap_grid(judged, out_dir / "heatmaps.png")),
+        }
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_table(reports: dict[str, dict]) -> str:
+    """A Markdown table: one row per (run, product) and one for the mean, in percent."""
+    lines = [
+        "| run | product | image AUROC | pixel AUROC | AU-PRO | precision | recall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run, report in reports.items():
+        for product, m in report["products"].items():
+            at = m.get("at_threshold", {})
+            lines.append(
+                f"| {run} | {product} | {100 * m['image_auroc']:.1f} | {100 * m['pixel_auroc']:.1f}"
+                f" | {100 * m['au_pro']:.1f} | {100 * at.get('precision', float('nan')):.1f}"
+                f" | {100 * at.get('recall', float('nan')):.1f} |"
+            )
+        mean = report["mean"]
+        lines.append(
+            f"| {run} | **mean** | {100 * mean['image_auroc']:.1f} | "
+            f"{100 * mean['pixel_auroc']:.1f} | {100 * mean['au_pro']:.1f} | | |"
+        )
+    return "\n".join(lines)
+
+
+def format_defects(reports: dict[str, dict]) -> str:
+    """Image AUROC / AU-PRO per defect type, one column per run."""
+    runs = list(reports)
+    lines = ["| product | defect | " + " | ".join(runs) + " |", "|---|---|" + "---|" * len(runs)]
+    first = reports[runs[0]]["products"]
+    for product, metrics in first.items():
+        for defect in metrics["per_defect"]:
+            cells = []
+            for run in runs:
+                d = reports[run]["products"][product]["per_defect"][defect]
+                cells.append(
+                    f"{100 * d['image_auroc']:.1f} / {100 * d.get('au_pro', float('nan')):.1f}"
+                )
+            lines.append(f"| {product} | {defect} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Pictures a person would rather see than read: ROC curves and heatmap overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: trainers run on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from trainer.data import read_rgb  # noqa: E402
+from trainer.metrics import auroc, roc_curve  # noqa: E402
+
+
+def roc_figure(judged: dict[str, tuple], path: Path) -> Path:
+    """Image-level ROC curve of each product, AUROC in the legend."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (product, scores, _maps, _masks) in judged.items():
+        labels = np.array([item.anomalous for item in product.test])
+        fpr, tpr = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * auroc(labels, scores):.1f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="image ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _cases(product, scores: np.ndarray, k: int) -> list[tuple[int, str]]:
+    """Best and worst cases: the k anomalies scored highest and lowest, the k normals scored
+    highest (the false alarms a plant would see first)."""
+    labels = np.array([item.anomalous for item in product.test])
+    anomalous = np.flatnonzero(labels)
+    normal = np.flatnonzero(~labels)
+    by_score = anomalous[np.argsort(-scores[anomalous])]
+    picks = [(i, "best: caught") for i in by_score[:k]]
+    picks += [(i, "worst: missed") for i in by_score[::-1][:k]]
+    picks += [(i, "worst: normal, high") for i in normal[np.argsort(-scores[normal])][:k]]
+    return picks
+
+
+def heatmap_grid(judged: dict[str, tuple], path: Path, k: int = 3) -> Path:
+    """One row per product: overlays of the best and worst cases, defect outline in white."""
+    rows = len(judged)
+    cols = 3 * k
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.3 * rows), squeeze=False)
+    # colour range per product: from a typical normal pixel to a high image score
+    vmin = {name: float(np.median(m)) for name, (_, _, m, _) in judged.items()}
+    vmax = {name: float(np.percentile(s, 99)) for name, (_, s, _, _) in judged.items()}
+    for r, (name, (product, scores, maps, masks)) in enumerate(judged.items()):
+        for c, (i, caption) in enumerate(_cases(product, scores, k)):
+            ax = axes[r][c]
+            item = product.test[i]
+            ax.imshow(read_rgb(item.path, maps.shape[-1]))
+            ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=vmin[name], vmax=vmax[name])
+            if masks[i].any():
+                ax.contour(masks[i], levels=[0.5], colors="white", linewidths=0.8)
+            ax.set_title(f"{caption}\n{item.defect} {scores[i]:.2f}", fontsize=7)
+            ax.axis("off")
+        axes[r][0].text(
+            -10, maps.shape[-1] / 2, name, rotation=90, va="center", ha="right", fontsize=8
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,233 @@
+"""The training loop: one student for all products, distilled from the frozen teacher.
+
+No augmentation is used, so the teacher's features are computed once per image and
+reused every epoch (the teacher is frozen; this removes half of each step).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import structlog
+import torch
+from tqdm import tqdm
+
+from trainer.data import Product, discover, fingerprint, read_images, split_normals
+from trainer.dcam import DCAM, AttentionKind
+from trainer.losses import LossWeights, distillation_loss
+from worker.model.anomaly_map import anomaly_map, default_sigma
+from worker.model.network import StudentTeacher
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyperparameter of a run, recorded in the artifact's manifest."""
+
+    backbone: str = "efficientnet_lite0"
+    teacher_weights: str | None = None
+    image_size: int = 256
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    dcam: AttentionKind = "channel"
+    losses: LossWeights = field(default_factory=LossWeights)
+    val_fraction: float = 0.2
+    seed: int = 0
+    bf16: bool = False  # autocast the student's forward/backward in bfloat16
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Split:
+    """Images of one product, as uint8 arrays, with where they came from."""
+
+    product: str
+    train: list[Path]
+    val: list[Path]
+
+
+@dataclass
+class TrainResult:
+    network: StudentTeacher
+    config: TrainConfig
+    best_epoch: int
+    best_val_map: float
+    val_scores: dict[str, np.ndarray]  # per product, at the best epoch
+    history: list[dict]
+    seconds: float
+    data: dict
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@torch.no_grad()
+def teacher_pyramid(
+    network: StudentTeacher, images: np.ndarray, batch: int = 32
+) -> list[torch.Tensor]:
+    """The teacher's three feature maps for every image, concatenated per scale."""
+    chunks: list[list[torch.Tensor]] = []
+    for start in range(0, len(images), batch):
+        x = network.normalise(torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2))
+        chunks.append([f.contiguous() for f in network.teacher_features(x)])
+    return [torch.cat(scale) for scale in zip(*chunks, strict=True)]
+
+
+@torch.no_grad()
+def student_scores(
+    network: StudentTeacher,
+    images: np.ndarray,
+    teacher: list[torch.Tensor],
+    batch: int = 32,
+) -> tuple[np.ndarray, float]:
+    """Image scores (max of map) and the mean of all maps, with the plain student (no DCAM)."""
+    network.student.eval()
+    size = images.shape[1]
+    scores, map_sum = [], 0.0
+    for start in range(0, len(images), batch):
+        x = network.normalise(torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2))
+        t = [f[start : start + batch] for f in teacher]
+        maps = anomaly_map(t, network.student_features(x), (size, size), default_sigma(size))
+        scores.append(maps.flatten(1).amax(1))
+        map_sum += float(maps.mean(dim=(1, 2)).sum())
+    return torch.cat(scores).numpy(), map_sum / max(1, len(images))
+
+
+def prepare_splits(products: list[Product], config: TrainConfig) -> list[Split]:
+    return [
+        Split(p.name, *split_normals(p.normals, config.val_fraction, config.seed)) for p in products
+    ]
+
+
+def train(
+    data_dir: Path,
+    config: TrainConfig,
+    progress: bool = True,
+    products: list[Product] | None = None,
+) -> TrainResult:
+    """Train one student on train/good of every product under `data_dir`."""
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    products = products if products is not None else discover(data_dir)
+    splits = prepare_splits(products, config)
+    size = config.image_size
+
+    train_paths = [p for s in splits for p in s.train]
+    train_images = read_images(train_paths, size)
+    val_images = {s.product: read_images(s.val, size) for s in splits}
+
+    network = StudentTeacher.pretrained(
+        config.backbone, Path(config.teacher_weights) if config.teacher_weights else None
+    )
+    network.to(memory_format=torch.channels_last)
+    channels = [
+        f.shape[1]
+        for f in network.teacher_features(network.normalise(torch.zeros(1, 3, size, size)))
+    ]
+    dcam = DCAM(config.dcam, channels).to(memory_format=torch.channels_last)
+
+    log.info("caching teacher features", images=len(train_images))
+    train_teacher = teacher_pyramid(network, train_images)
+    val_teacher = {name: teacher_pyramid(network, imgs) for name, imgs in val_images.items()}
+
+    params = list(network.student.parameters()) + list(dcam.parameters())
+    optimiser = torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    shuffler = np.random.default_rng(config.seed)
+    best_state, best_epoch, best_val = None, -1, float("inf")
+    best_scores: dict[str, np.ndarray] = {}
+    history: list[dict] = []
+    n = len(train_images)
+    steps = max(1, (n + config.batch_size - 1) // config.batch_size)
+
+    for epoch in range(1, config.epochs + 1):
+        network.student.train()
+        dcam.train()
+        order = torch.from_numpy(shuffler.permutation(n))
+        running: dict[str, float] = {}
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=not progress,
+            leave=False,
+            unit="step",
+        )
+        for step in bar:
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x = network.normalise(torch.from_numpy(train_images[idx.numpy()]).permute(0, 3, 1, 2))
+            teacher = [f[idx] for f in train_teacher]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                student = dcam(network.student_features(x))
+            loss, terms = distillation_loss(teacher, student, config.losses)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            for k, v in terms.items():
+                running[k] = running.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        train_terms = {k: v / steps for k, v in running.items()}
+
+        val_scores, val_maps = {}, []
+        for name, imgs in val_images.items():
+            val_scores[name], mean_map = student_scores(network, imgs, val_teacher[name])
+            val_maps.append(mean_map * len(imgs))
+        val_map = sum(val_maps) / max(1, sum(len(v) for v in val_images.values()))
+        record = {
+            "epoch": epoch,
+            "loss": sum(train_terms.values()),
+            **train_terms,
+            "val_mean_map": val_map,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        improved = val_map < best_val
+        if improved:
+            best_val, best_epoch = val_map, epoch
+            best_state = copy.deepcopy(network.student.state_dict())
+            best_scores = val_scores
+        message = (
+            f"epoch {epoch}/{config.epochs} loss {record['loss']:.4f} "
+            f"val map {val_map:.5f}{' *' if improved else ''} "
+            f"({record['seconds']:.0f}s)"
+        )
+        if progress:
+            tqdm.write(message)
+        log.info("epoch", **record, best=improved)
+
+    if best_state is not None:
+        network.student.load_state_dict(best_state)
+    else:  # zero epochs: the untrained student still needs calibration scores
+        best_scores = {
+            name: student_scores(network, imgs, val_teacher[name])[0]
+            for name, imgs in val_images.items()
+        }
+    network.eval()
+    data = {
+        "root": str(data_dir),
+        "products": {s.product: {"train": len(s.train), "val": len(s.val)} for s in splits},
+        "fingerprint": fingerprint(train_paths + [p for s in splits for p in s.val]),
+    }
+    return TrainResult(
+        network=network,
+        config=config,
+        best_epoch=best_epoch,
+        best_val_map=best_val,
+        val_scores=best_scores,
+        history=history,
+        seconds=time.perf_counter() - started,
+        data=data,
+    )

@@ -1,0 +1,56 @@
+"""From teacher/student feature pyramids to a per-pixel anomaly map and an image score."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gaussian_kernel1d(sigma: float, device: torch.device) -> torch.Tensor:
+    radius = int(4 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of (N, 1, H, W) maps with reflect padding."""
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel1d(sigma, maps.device)
+    pad = kernel.numel() // 2
+    out = F.pad(maps, (pad, pad, 0, 0), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
+    out = F.pad(out, (0, 0, pad, pad), mode="reflect")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
+def anomaly_map(
+    teacher: list[torch.Tensor],
+    student: list[torch.Tensor],
+    out_size: tuple[int, int],
+    sigma: float = 4.0,
+) -> torch.Tensor:
+    """Per-pixel anomaly map, (N, H, W) float32.
+
+    At every scale: 1 - cosine(teacher, student) over channels; each upsampled
+    bilinearly to `out_size` and SUMMED over scales (METHOD.md; STFPM multiplies,
+    which lets one blind scale veto the others), then Gaussian-smoothed.
+    """
+    total: torch.Tensor | None = None
+    for t, s in zip(teacher, student, strict=True):
+        distance = 1.0 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1)
+        distance = F.interpolate(distance, size=out_size, mode="bilinear", align_corners=False)
+        total = distance if total is None else total + distance
+    assert total is not None, "empty feature pyramid"
+    return gaussian_blur(total, sigma).squeeze(1)
+
+
+def image_scores(maps: torch.Tensor) -> torch.Tensor:
+    """Image score = maximum of the anomaly map (METHOD.md)."""
+    return maps.flatten(1).amax(dim=1)
+
+
+def default_sigma(image_size: int) -> float:
+    """Smoothing that scales with resolution: sigma 4 at 256 px, as common for this family."""
+    return 4.0 * image_size / 256.0
