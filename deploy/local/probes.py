@@ -94,19 +94,23 @@ def probe_s3(
 
 
 def probe_kafka(bootstrap: str) -> Callable[[], None]:
-    """A metadata request through the admin client (which also negotiates API versions)."""
-    from kafka import KafkaAdminClient
+    """A metadata request through a plain consumer (which also negotiates API versions).
+
+    Not the admin client's list_topics: kafka-python 2.x cannot parse the
+    authorised-operations field Tansu returns there.
+    """
+    from kafka import KafkaConsumer
 
     def probe() -> None:
-        admin = KafkaAdminClient(
+        consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             client_id="kenpin-stack-probe",
             request_timeout_ms=5000,
         )
         try:
-            admin.list_topics()
+            consumer.topics()
         finally:
-            admin.close()
+            consumer.close()
 
     return probe
 

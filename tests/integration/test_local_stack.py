@@ -117,21 +117,6 @@ def test_kafka_produce_then_consume_and_commit_in_a_group(local_stack: StackSett
         checker.close()
 
 
-def test_kafka_idempotent_producer(local_stack: StackSettings) -> None:
-    """The worker publishes verdicts idempotently; Tansu needs API >= 2.5 for it."""
-    producer = KafkaProducer(
-        bootstrap_servers=local_stack.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        api_version=(2, 5),
-    )
-    try:
-        meta = producer.send(_unique("it.verdicts"), key=b"cam-1", value=b"{}").get(timeout=10)
-    finally:
-        producer.close()
-    assert meta.offset >= 0
-
-
 def test_s3_put_and_get_an_object(local_stack: StackSettings) -> None:
     client = _minio(local_stack)
     assert client.bucket_exists(local_stack.s3_bucket)

@@ -56,12 +56,12 @@ def test_frame_consumer_subscribes_by_pattern(settings, monkeypatch):
 def test_real_kafka_python_accepts_the_configs(settings):
     # Both clients reject unknown options before connecting; with nothing listening
     # on the port they then fail to bootstrap, which is the expected outcome here.
-    from kafka.errors import KafkaTimeoutError
+    from kafka.errors import NoBrokersAvailable
 
     closed = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
     for make in (kafka_io.make_frame_consumer, kafka_io.make_producer):
-        with pytest.raises(KafkaTimeoutError):
-            make(closed, bootstrap_timeout_ms=200)
+        with pytest.raises(NoBrokersAvailable):
+            make(closed, api_version_auto_timeout_ms=200)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,61 @@
+"""`kenpin-worker`: run the streaming worker, or stream a folder as a camera."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kenpin-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "run",
+        help="judge frames from kenpin.frames.* until SIGTERM (settings: "
+        "KENPIN_* environment variables)",
+    )
+    cam = sub.add_parser("camera", help="stream the images of a folder as frames of one line")
+    cam.add_argument("--line", required=True)
+    cam.add_argument("--source", type=Path, required=True, help="folder of PNG/JPEG images")
+    cam.add_argument("--fps", type=float, default=5.0, help="frames per second; 0: no pacing")
+    cam.add_argument("--count", type=int, help="frames to send (cycles through the folder)")
+    cam.add_argument("--product", help="default: inferred from an MVTec-style path")
+    cam.add_argument("--camera", default="cam-1")
+    args = parser.parse_args(argv)
+
+    from worker.logs import configure_logging
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    if args.command == "camera":
+        from worker.camera import stream_folder
+        from worker.kafka_io import frames_topic, make_producer
+
+        producer = make_producer(settings, client_id=f"kenpin-camera-{args.camera}")
+        try:
+            sent = stream_folder(
+                producer, args.line, args.source, args.fps, args.count, args.product, args.camera
+            )
+        finally:
+            producer.close()
+        print(f"sent {len(sent)} frames to {frames_topic(args.line)}")
+        return 0
+
+    from worker.metrics import Health, WorkerMetrics, make_app, serve
+    from worker.model_source import load_served_model
+    from worker.service import Worker
+
+    metrics, health = WorkerMetrics(), Health()
+    serve(make_app(metrics, health), settings.metrics_port)
+    model = load_served_model(settings)
+    worker = Worker(settings, model, metrics=metrics, health=health)
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
