@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.control import RetrainOutcome, RetrainRequest, WorkerHeartbeat
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders
 from schemas.manifest import ModelManifest
@@ -31,6 +32,9 @@ MODELS: Mapping[str, type[BaseModel]] = {
     "verdict": Verdict,
     "dead_letter": DeadLetter,
     "model_manifest": ModelManifest,
+    "retrain_request": RetrainRequest,
+    "retrain_outcome": RetrainOutcome,
+    "worker_heartbeat": WorkerHeartbeat,
 }
 
 

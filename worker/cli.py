@@ -44,14 +44,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sent {len(sent)} frames to {frames_topic(args.line)}")
         return 0
 
+    from worker.control import ControlPlane
+    from worker.hot_swap import HotSwap, load_release
     from worker.metrics import Health, WorkerMetrics, make_app, serve
+    from worker.model.artifact import MANIFEST_FILE
+    from worker.model.runtime import InspectionModel
     from worker.model_source import load_served_model
+    from worker.normals import NormalSampler
     from worker.service import Worker
+    from worker.storage import ObjectStore
 
     metrics, health = WorkerMetrics(), Health()
     serve(make_app(metrics, health), settings.metrics_port)
-    model = load_served_model(settings)
-    worker = Worker(settings, model, metrics=metrics, health=health)
+    store = ObjectStore.from_settings(settings)
+    control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
+    current = control.current() if settings.hot_swap else None
+    if current is not None and not settings.model_s3_key and not (
+        settings.model_path / MANIFEST_FILE
+    ).is_file():
+        # no local model configured: start with the current release
+        model = InspectionModel.load(
+            load_release(settings, store, current), settings.device, settings.precision
+        )
+        model.warm_up(settings.max_batch)
+    else:
+        model = load_served_model(settings, store)
+    hot_swap = None
+    if settings.hot_swap:
+        hot_swap = HotSwap(settings, control, store, model.version, metrics=metrics, health=health)
+        hot_swap.start()
+    normals = NormalSampler(
+        store,
+        settings.normals_rate,
+        rates=settings.normals_rates,
+        daily_cap=settings.normals_daily_cap,
+        margin=settings.normals_margin,
+        metrics=metrics,
+    )
+    worker = Worker(
+        settings,
+        model,
+        metrics=metrics,
+        health=health,
+        store=store,
+        hot_swap=hot_swap,
+        normals=normals,
+    )
     worker.install_signal_handlers()
     worker.run()
     return 0

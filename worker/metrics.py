@@ -13,6 +13,10 @@ Metric names (all prefixed `kenpin_`):
 - `kenpin_batch_size`: frames per forward pass (histogram)
 - `kenpin_frame_latency_seconds`: capture time to verdict (histogram)
 - `kenpin_model_info{version}`: the model release being served (always 1)
+- `kenpin_releases_refused_total{reason}`: releases the hot swap refused
+- `kenpin_model_swaps_total`: releases swapped in
+- `kenpin_normals_total{product,outcome}`: OK frames offered as normal samples
+  (`stored`, `near_threshold`, `not_drawn`, `daily_cap`, `backlog`, `failed`)
 """
 
 from __future__ import annotations
@@ -75,6 +79,26 @@ class WorkerMetrics:
             "Time from frame capture to verdict.",
             namespace=NAMESPACE,
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.releases_refused = Counter(
+            "releases_refused",
+            "Releases refused by the hot swap (the old model kept serving), by reason.",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.model_swaps = Counter(
+            "model_swaps",
+            "Releases swapped in between two batches.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.normals = Counter(
+            "normals",
+            "OK frames offered to the normal store, by product and what became of them.",
+            ["product", "outcome"],
+            namespace=NAMESPACE,
             registry=self.registry,
         )
         self.model = Info(

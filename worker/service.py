@@ -31,6 +31,7 @@ from schemas.frames import FrameHeaders, FrameHeadersError
 from schemas.verdicts import Verdict
 from worker.decode import DecodeError, decode_frame
 from worker.heatmaps import frame_key, heatmap_key, render_overlay
+from worker.hot_swap import HotSwap
 from worker.kafka_io import (
     line_from_topic,
     make_frame_consumer,
@@ -41,6 +42,7 @@ from worker.kafka_io import (
 from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
 from worker.model.runtime import InspectionModel
+from worker.normals import NormalSampler
 from worker.settings import WorkerSettings
 from worker.storage import ObjectStore
 
@@ -102,9 +104,13 @@ class Worker:
         store: ObjectStore | None = None,
         metrics: WorkerMetrics | None = None,
         health: Health | None = None,
+        hot_swap: HotSwap | None = None,
+        normals: NormalSampler | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
+        self.hot_swap = hot_swap  # prepares new releases beside the live model
+        self.normals = normals  # samples OK frames for retraining
         self.metrics = metrics or WorkerMetrics()
         self.health = health or Health()
         self.store = store or ObjectStore.from_settings(settings)
@@ -151,6 +157,10 @@ class Worker:
 
     def close(self) -> None:
         self.health.update(status="stopping")
+        if self.hot_swap is not None:
+            self.hot_swap.stop()
+        if self.normals is not None:
+            self.normals.close()
         self.decoders.shutdown(wait=True, cancel_futures=True)
         self.uploads.shutdown(wait=True)
         self.producer.flush()
@@ -162,6 +172,7 @@ class Worker:
 
     def step(self) -> None:
         """One turn: take what arrived, judge one batch if it is due, commit what is done."""
+        self.swap_if_ready()
         wait_ms = self._poll_timeout_ms()
         polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.settings.max_batch * 4)
         now = time.monotonic()
@@ -176,6 +187,13 @@ class Worker:
                 ]
             )
         self.commit_done()
+
+    def swap_if_ready(self) -> None:
+        """Serve a release the hot swap has verified and warmed; only ever between batches."""
+        ready = self.hot_swap.take_ready() if self.hot_swap is not None else None
+        if ready is not None:
+            self.model = ready
+            self.hot_swap.swapped(ready)
 
     def _poll_timeout_ms(self) -> int:
         if not self.buffer:
@@ -218,7 +236,7 @@ class Worker:
         for pending in batch:
             self.metrics.frames.labels(line=_line(pending.record.topic)).inc()
             try:
-                frames.append((pending, pending.decoded.result()))
+                frames.append((pending, _fit(model, pending.decoded.result())))
             except Rejected as exc:
                 completion.waits.append(self._dead_letter(pending.record, exc))
             except Exception as exc:  # a bug must not stop the line: dead-letter the frame
@@ -263,6 +281,8 @@ class Worker:
         ]
         self.metrics.verdicts.labels(result=verdict.result).inc()
         self.metrics.latency.observe(max(0.0, verdict.latency_ms / 1000))
+        if not ng and self.normals is not None:
+            self.normals.offer(headers, pending.record.value, score, threshold)
         if ng:
             waits.append(
                 self.uploads.submit(
@@ -359,6 +379,19 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
             "partitions assigned",
             partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned),
         )
+
+
+def _fit(model: InspectionModel, decoded: Decoded) -> Decoded:
+    """A frame decoded for the previous model, made fit for `model` after a hot swap."""
+    if model.threshold(decoded.headers.product) is None:
+        raise Rejected(
+            DeadLetterReason.UNKNOWN_PRODUCT,
+            f"model {model.version} has no threshold for product {decoded.headers.product!r}",
+            decoded.headers.frame_id,
+        )
+    if decoded.prepared.shape[:2] != (model.image_size, model.image_size):
+        decoded.prepared = model.prepare(decoded.original)
+    return decoded
 
 
 def _acked(send: Any) -> Future:

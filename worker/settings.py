@@ -9,7 +9,9 @@ Example: ``KENPIN_KAFKA_BOOTSTRAP=broker:9092 KENPIN_DEVICE=cuda kenpin-worker``
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Literal, Self
 
@@ -62,6 +64,53 @@ class WorkerSettings(BaseSettings):
 
     # --- control plane: Redis ----------------------------------------------------
     redis_url: str = "redis://localhost:6379/0"
+    control_prefix: str = Field(
+        default="", description="Prefix of every kenpin Redis key (several plants on one Redis)."
+    )
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Name of this worker in heartbeats; unique per process.",
+    )
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_ttl_s: float = Field(
+        default=15.0, gt=0, description="A worker silent this long drops out of the heartbeats."
+    )
+
+    # --- hot swap ------------------------------------------------------------------
+    hot_swap: bool = Field(default=True, description="Follow kenpin:model:current while running.")
+    release_check_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Period of reading kenpin:model:current, in case an announcement was missed.",
+    )
+    release_retry_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Wait before retrying a release that failed to download (a broken "
+        "artifact is never retried).",
+    )
+    releases_dir: Path = Field(
+        default=Path("models/releases"), description="Where downloaded releases are kept."
+    )
+
+    # --- normal samples for retraining ---------------------------------------------
+    normals_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Fraction of OK frames stored as normal samples."
+    )
+    normals_rates: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-product rates overriding normals_rate, JSON: {"bottle": 0.05}.',
+    )
+    normals_daily_cap: int = Field(
+        default=500, ge=0, description="Most samples one worker stores per product and UTC day."
+    )
+    normals_margin: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="OK frames scoring above (1 - margin) x threshold are not sampled: "
+        "a near miss may be a defect and must not teach the model it is normal.",
+    )
 
     # --- blobs: S3 ---------------------------------------------------------------
     s3_endpoint: str = Field(default="localhost:9000", description="host:port, no scheme.")

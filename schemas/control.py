@@ -1,0 +1,68 @@
+"""Control-plane contracts kept in Redis: retrain requests, their outcomes, worker heartbeats.
+
+The model release itself is `schemas.manifest.ModelManifest` (the value of
+`kenpin:model:current`). These are the other messages on the control plane, so
+an operator's tool, a dashboard or a second trainer can read them without
+importing kenpin's code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import UtcDatetime
+
+CONTROL_SCHEMA_VERSION = 1
+
+RetrainStatus = Literal["queued", "running", "released", "refused", "failed"]
+
+
+class RetrainRequest(BaseModel):
+    """One entry of the stream `kenpin:retrain`: who asked for a retrain, why and when."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    who: str = Field(description="Operator, service or schedule that asked.")
+    reason: str = Field(description="Why, in words (shown in the outcome and the manifest).")
+    when: UtcDatetime
+    schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
+
+
+class RetrainOutcome(BaseModel):
+    """What became of a retrain request; updated as the run moves through its stages."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_id: str = Field(description="Redis stream entry id of the request.")
+    status: RetrainStatus
+    detail: str = Field(default="", description="Why it was refused or failed, or what it did.")
+    version: str | None = Field(default=None, description="Candidate version, once trained.")
+    parent_version: str | None = Field(default=None, description="Release it was gated against.")
+    snapshot_id: str | None = Field(default=None, description="Hash of the normal-store keys.")
+    stages: dict[str, float] = Field(
+        default_factory=dict, description="Seconds spent in each stage of the run."
+    )
+    gate: dict = Field(default_factory=dict, description="Metrics of candidate and current.")
+    trainer: str | None = Field(default=None, description="Trainer that ran it.")
+    updated: UtcDatetime
+    schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
+
+
+class WorkerHeartbeat(BaseModel):
+    """A worker's liveness and the release it serves; the key expires when the worker dies."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    worker_id: str
+    host: str
+    active_version: str
+    pending_version: str | None = Field(
+        default=None, description="Release being loaded beside the live model, if any."
+    )
+    refused_versions: list[str] = Field(
+        default_factory=list, description="Releases this worker refused to serve."
+    )
+    time: UtcDatetime
+    schema_version: Literal[1] = CONTROL_SCHEMA_VERSION

@@ -1,0 +1,143 @@
+"""The control plane: the one module that opens Redis connections.
+
+Redis carries what every process must agree on but that is too small or too
+urgent for Kafka or S3 (ARCHITECTURE.md):
+
+- `kenpin:model:current`: the manifest JSON of the release every worker should serve;
+- `kenpin:model:releases`: pub/sub channel announcing a new current release;
+- `kenpin:worker:<id>`: one heartbeat per worker (JSON, with a TTL, so a dead
+  worker disappears by itself) saying which release it actually serves.
+
+Pub/sub is fire-and-forget: a worker that is reconnecting misses the message,
+which is why workers also read `kenpin:model:current` periodically. The
+current key is the truth; the announcement only makes the swap prompt.
+
+The trainer's keys (the retrain stream, the lock, release history) are built on
+`ControlPlane.redis` in `trainer.control`, so this stays the only place that
+opens a connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from schemas.control import WorkerHeartbeat
+from schemas.manifest import ModelManifest
+
+CURRENT_KEY = "kenpin:model:current"
+RELEASES_CHANNEL = "kenpin:model:releases"
+HEARTBEAT_PREFIX = "kenpin:worker:"
+
+
+class ControlError(RuntimeError):
+    """The control plane holds something kenpin cannot read (e.g. a corrupt manifest)."""
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for `url` (redis://[:password@]host:port/db); connects lazily.
+
+    Short socket timeouts keep a Redis outage from freezing a caller: the worker
+    keeps judging with the model it has and retries later.
+    """
+    return redis.Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
+
+
+class ControlPlane:
+    """Typed access to kenpin's keys and channel in one Redis database."""
+
+    def __init__(self, client: redis.Redis, namespace_prefix: str = "") -> None:
+        self.redis = client
+        # A prefix lets tests (and several plants on one Redis) share a server.
+        self.prefix = namespace_prefix
+        self.current_key = f"{namespace_prefix}{CURRENT_KEY}"
+        self.channel = f"{namespace_prefix}{RELEASES_CHANNEL}"
+        self.heartbeat_prefix = f"{namespace_prefix}{HEARTBEAT_PREFIX}"
+
+    @classmethod
+    def from_url(cls, url: str, namespace_prefix: str = "") -> ControlPlane:
+        return cls(connect(url), namespace_prefix)
+
+    # --- the current release -------------------------------------------------------
+
+    def current(self) -> ModelManifest | None:
+        """The release workers should serve, or None before the first release."""
+        raw = self.redis.get(self.current_key)
+        if raw is None:
+            return None
+        try:
+            return ModelManifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ControlError(f"{self.current_key} is not a model manifest: {exc}") from exc
+
+    def set_current(self, manifest: ModelManifest) -> None:
+        """Make `manifest` the current release and announce it (one round trip)."""
+        payload = manifest.model_dump_json()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.current_key, payload)
+            pipe.publish(self.channel, payload)
+            pipe.execute()
+
+    def announce(self, manifest: ModelManifest) -> int:
+        """Publish `manifest` on the releases channel; returns how many listeners got it."""
+        return int(self.redis.publish(self.channel, manifest.model_dump_json()))
+
+    def announcements(self, timeout_s: float = 1.0) -> Iterator[ModelManifest | None]:
+        """Yield each announced manifest, or None every `timeout_s` of silence.
+
+        The Nones let the caller check its stop flag and do periodic work; a
+        malformed message is skipped (yielded as None), never fatal.
+        """
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.channel)
+        try:
+            while True:
+                message = pubsub.get_message(timeout=timeout_s)
+                if message is None or message.get("type") != "message":
+                    yield None
+                    continue
+                try:
+                    yield ModelManifest.model_validate_json(message["data"])
+                except ValidationError:
+                    yield None
+        finally:
+            pubsub.close()
+
+    # --- worker heartbeats ---------------------------------------------------------
+
+    def heartbeat(self, beat: WorkerHeartbeat, ttl_s: float) -> None:
+        """Store a worker's heartbeat; it vanishes `ttl_s` after the last one."""
+        self.redis.set(
+            f"{self.heartbeat_prefix}{beat.worker_id}",
+            beat.model_dump_json(),
+            px=max(1, int(ttl_s * 1000)),
+        )
+
+    def heartbeats(self) -> list[WorkerHeartbeat]:
+        """Every live worker's last heartbeat, sorted by worker id."""
+        keys = sorted(self.redis.scan_iter(match=f"{self.heartbeat_prefix}*", count=100))
+        beats = []
+        for raw in self.redis.mget(keys) if keys else []:
+            if raw is None:  # expired between SCAN and MGET
+                continue
+            try:
+                beats.append(WorkerHeartbeat.model_validate_json(raw))
+            except ValidationError:
+                continue
+        return sorted(beats, key=lambda b: b.worker_id)
+
+    # --- small JSON helpers the trainer's keys share -------------------------------
+
+    def get_json(self, key: str) -> Any | None:
+        raw = self.redis.get(key)
+        return None if raw is None else json.loads(raw)
+
+    def key(self, name: str) -> str:
+        """`name` inside this control plane's namespace."""
+        return f"{self.prefix}{name}"

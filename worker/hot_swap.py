@@ -1,0 +1,310 @@
+"""Zero-downtime model swap: a new release is made ready beside the live model, then swapped.
+
+A background thread follows the control plane: it listens to announcements on
+`kenpin:model:releases` and reads `kenpin:model:current` every
+`release_check_interval_s` (pub/sub loses messages sent while a worker
+reconnects). For a release it has not seen, it
+
+1. downloads `models/<version>/` from S3 into `releases_dir/<version>`,
+2. checks that the downloaded manifest is the announced one (same sha256),
+3. loads it: sha256 of the weights verified, safetensors only, never pickle,
+4. runs a smoke batch (finite scores, one score and one map per frame),
+5. warms it up at the serving batch size,
+
+and only then offers it to the worker loop, which swaps it in between two
+batches (`Worker.step` calls `take_ready`). A release failing any step is
+refused: logged, counted in `kenpin_releases_refused_total{reason}`, recorded
+in the heartbeat, and the old model keeps serving. A refused artifact is never
+retried (versions are immutable, and a hash that did not match will not match
+next time); a download that failed is retried after `release_retry_s`.
+
+The same thread publishes the worker's heartbeat with the version it serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from schemas.common import utc_now
+from schemas.control import WorkerHeartbeat
+from schemas.manifest import ModelManifest
+from worker.control import ControlPlane
+from worker.logs import get_logger
+from worker.metrics import Health, WorkerMetrics
+from worker.model.artifact import ArtifactError, read_manifest
+from worker.model.runtime import InspectionModel
+from worker.model_source import fetch_artifact
+from worker.settings import WorkerSettings
+from worker.storage import ObjectStore
+
+log = get_logger(__name__)
+
+MODELS_PREFIX = "models"
+#: Failures worth another try later (the network, S3); every other refusal is final.
+TRANSIENT_REASONS = frozenset({"download_failed"})
+# Background loading runs at a lower CPU priority than the loop, so on a small
+# machine the swap does not slow the frames being judged meanwhile.
+_LOADER_NICENESS = 10
+
+
+class ReleaseRefused(Exception):
+    """A release that must not be served; `reason` is the metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def release_prefix(version: str) -> str:
+    """`models/<version>`: where a release's artifact lives in the bucket."""
+    return f"{MODELS_PREFIX}/{version}"
+
+
+def smoke_test(model: InspectionModel, batch: int = 2) -> None:
+    """Judge a black and a noise frame; refuse a model whose output is malformed or not finite."""
+    size = model.image_size
+    rng = np.random.default_rng(0)
+    frames = [np.zeros((size, size, 3), np.uint8)]
+    frames += [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch - 1)]
+    judged = model.judge(frames)
+    if judged.scores.shape != (len(frames),):
+        raise ReleaseRefused("smoke_failed", f"scores of shape {judged.scores.shape}")
+    if judged.maps.shape[0] != len(frames) or judged.maps.ndim != 3:
+        raise ReleaseRefused("smoke_failed", f"maps of shape {judged.maps.shape}")
+    if not (np.isfinite(judged.scores).all() and np.isfinite(judged.maps).all()):
+        raise ReleaseRefused("smoke_failed", "scores or maps are not finite")
+    thresholds = [t.threshold for t in model.manifest.products.values()]
+    if not thresholds or not np.isfinite(thresholds).all():
+        raise ReleaseRefused("smoke_failed", "missing or non-finite product thresholds")
+
+
+@dataclass
+class _Refusal:
+    reason: str
+    at: float
+
+
+class HotSwap:
+    """Prepares announced releases in a background thread and hands them to the worker loop."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        control: ControlPlane,
+        store: ObjectStore,
+        active_version: str,
+        *,
+        metrics: WorkerMetrics | None = None,
+        health: Health | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.control = control
+        self.store = store
+        self.metrics = metrics or WorkerMetrics()
+        self.health = health
+        self.clock = clock
+        self.active_version = active_version
+        self.pending_version: str | None = None
+        self._ready: InspectionModel | None = None
+        self._lock = threading.Lock()
+        self._refused: dict[tuple[str, str], _Refusal] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_check = float("-inf")
+        self._last_beat = float("-inf")
+
+    # --- the loop's side -------------------------------------------------------------
+
+    def take_ready(self) -> InspectionModel | None:
+        """The model to swap in now, once; None when there is none (the usual case)."""
+        with self._lock:
+            model, self._ready = self._ready, None
+            return model
+
+    def swapped(self, model: InspectionModel) -> None:
+        """Record that the loop now serves `model` (metrics, health, heartbeat)."""
+        previous = self.active_version
+        with self._lock:
+            self.active_version = model.version
+            if self.pending_version == model.version:
+                self.pending_version = None
+        self.metrics.model_swaps.inc()
+        self.metrics.set_model_version(model.version)
+        if self.health is not None:
+            self.health.update(model_version=model.version)
+        log.info("model swapped", version=model.version, previous=previous)
+        self._beat_safely()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kenpin-hot-swap", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _LOADER_NICENESS)
+        while not self._stop.is_set():
+            try:
+                for announced in self.control.announcements(timeout_s=0.5):
+                    if self._stop.is_set():
+                        return
+                    if announced is not None:
+                        log.info("release announced", version=announced.version)
+                        self.consider(announced)
+                    self.tick()
+            except Exception as exc:  # Redis down: keep serving, try again shortly
+                log.warning("control plane unavailable", error=repr(exc))
+                self._stop.wait(2.0)
+
+    def tick(self) -> None:
+        """Periodic work: read the current release, publish the heartbeat."""
+        now = self.clock()
+        if now - self._last_check >= self.settings.release_check_interval_s:
+            self._last_check = now
+            current = self.control.current()
+            if current is not None:
+                self.consider(current)
+        if now - self._last_beat >= self.settings.heartbeat_interval_s:
+            self._beat_safely()
+
+    # --- preparing a release ---------------------------------------------------------
+
+    def consider(self, manifest: ModelManifest) -> InspectionModel | None:
+        """Prepare `manifest`'s release unless it is served, ready, or refused already."""
+        key = (manifest.version, manifest.sha256)
+        with self._lock:
+            if manifest.version == self.active_version and self._ready is None:
+                return None
+            if self._ready is not None and self._ready.version == manifest.version:
+                return None
+            refusal = self._refused.get(key)
+            if refusal is not None and (
+                refusal.reason not in TRANSIENT_REASONS
+                or self.clock() - refusal.at < self.settings.release_retry_s
+            ):
+                return None
+            self.pending_version = manifest.version
+        started = time.perf_counter()
+        try:
+            model = self.prepare(manifest)
+        except ReleaseRefused as exc:
+            self._refuse(key, exc)
+            return None
+        except Exception as exc:  # anything unforeseen is a refusal too, never a crash
+            self._refuse(key, ReleaseRefused("load_failed", repr(exc)))
+            return None
+        with self._lock:
+            if self._ready is not None:
+                log.info("ready release superseded", version=self._ready.version)
+            self._ready = model
+        log.info(
+            "release ready",
+            version=manifest.version,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        return model
+
+    def prepare(self, manifest: ModelManifest) -> InspectionModel:
+        """Download, verify, load, smoke-test and warm up one release; raises ReleaseRefused."""
+        folder = self.settings.releases_dir / manifest.version
+        staging = folder.with_name(f".{manifest.version}.{os.getpid()}.part")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            fetch_artifact(self.store, release_prefix(manifest.version), staging)
+        except ArtifactError as exc:
+            raise ReleaseRefused("invalid_manifest", str(exc)) from exc
+        except Exception as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ReleaseRefused("download_failed", repr(exc)) from exc
+        stored = read_manifest(staging)
+        if stored.sha256 != manifest.sha256 or stored.version != manifest.version:
+            raise ReleaseRefused(
+                "manifest_mismatch",
+                f"s3 manifest {stored.version}/{stored.sha256[:12]} is not the announced "
+                f"{manifest.version}/{manifest.sha256[:12]}",
+            )
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        try:
+            model = InspectionModel.load(
+                folder, device=self.settings.device, precision=self.settings.precision
+            )
+        except ArtifactError as exc:
+            text = str(exc)
+            reason = (
+                "sha256_mismatch"
+                if "sha256" in text
+                else "not_safetensors"
+                if "safetensors" in text
+                else "invalid_artifact"
+            )
+            raise ReleaseRefused(reason, text) from exc
+        smoke_test(model)
+        model.warm_up(self.settings.max_batch)
+        return model
+
+    def _refuse(self, key: tuple[str, str], exc: ReleaseRefused) -> None:
+        with self._lock:
+            self._refused[key] = _Refusal(exc.reason, self.clock())
+            if self.pending_version == key[0]:
+                self.pending_version = None
+        self.metrics.releases_refused.labels(reason=exc.reason).inc()
+        log.error(
+            "release refused, old model keeps serving",
+            version=key[0],
+            reason=exc.reason,
+            detail=exc.detail,
+            serving=self.active_version,
+        )
+        self._beat_safely()
+
+    @property
+    def refused_versions(self) -> list[str]:
+        with self._lock:
+            return sorted({version for version, _ in self._refused})
+
+    # --- heartbeat -------------------------------------------------------------------
+
+    def heartbeat(self) -> WorkerHeartbeat:
+        with self._lock:
+            beat = WorkerHeartbeat(
+                worker_id=self.settings.worker_id,
+                host=socket.gethostname(),
+                active_version=self.active_version,
+                pending_version=self.pending_version,
+                refused_versions=sorted({version for version, _ in self._refused}),
+                time=utc_now(),
+            )
+        self.control.heartbeat(beat, self.settings.heartbeat_ttl_s)
+        self._last_beat = self.clock()
+        return beat
+
+    def _beat_safely(self) -> None:
+        try:
+            self.heartbeat()
+        except Exception as exc:
+            log.warning("heartbeat failed", error=repr(exc))
+
+
+def load_release(settings: WorkerSettings, store: ObjectStore, manifest: ModelManifest) -> Path:
+    """Download a release for a worker that starts without a local model; returns its folder."""
+    folder = settings.releases_dir / manifest.version
+    fetch_artifact(store, release_prefix(manifest.version), folder)
+    return folder
