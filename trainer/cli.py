@@ -1,4 +1,4 @@
-"""`kenpin-trainer`: train, evaluate, benchmark and run the ablation from the command line."""
+"""`kenpin-trainer`: train, evaluate, benchmark; serve retraining and manage releases."""
 
 from __future__ import annotations
 
@@ -57,6 +57,48 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+CONTROL_COMMANDS = {
+    "serve",
+    "retrain",
+    "retrain-status",
+    "import-normals",
+    "mark-good",
+    "release",
+    "workers",
+}
+
+
+def _control_args(sub: argparse._SubParsersAction) -> None:
+    """The service and the operator's commands (settings: KENPIN_* environment variables)."""
+    sub.add_parser("serve", help="retrain on schedule and on request; gate; release")
+
+    p = sub.add_parser("retrain", help="ask the trainer service for a retrain; prints its id")
+    p.add_argument("--reason", required=True, help="why, in words")
+    p.add_argument("--who", default=None, help="who asks (default: user@host)")
+
+    p = sub.add_parser("retrain-status", help="the outcome of a retrain request")
+    p.add_argument("request_id")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to finish")
+
+    p = sub.add_parser("import-normals", help="seed the normal store from a folder of images")
+    p.add_argument("--product", required=True)
+    p.add_argument("folder", type=Path)
+
+    p = sub.add_parser("mark-good", help="file a flagged frame as a normal of its product")
+    p.add_argument("frame_id")
+    p.add_argument("--product", help="default: read from the stored frame")
+    p.add_argument("--line", help="narrows the search for the frame")
+
+    p = sub.add_parser("release", help="list releases, activate one, roll back")
+    rel = p.add_subparsers(dest="action", required=True)
+    rel.add_parser("list", help="releases in the bucket, * marks the current one")
+    act = rel.add_parser("activate", help="make a stored release current")
+    act.add_argument("version")
+    rel.add_parser("rollback", help="make the previous release current again")
+
+    sub.add_parser("workers", help="live workers and the release each one serves")
+
+
 def main(argv: list[str] | None = None) -> int:
     from worker.logs import configure_logging
 
@@ -88,8 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, action="append", help="batch sizes (default 1 and 16)")
     p.add_argument("--seconds", type=float, default=10.0, help="time per measurement")
 
+    _control_args(sub)
+
     args = parser.parse_args(argv)
     configure_logging()
+    if args.command in CONTROL_COMMANDS:
+        from trainer.operations import run_control_command
+
+        return run_control_command(args)
 
     if args.command == "train":
         from trainer.export import export

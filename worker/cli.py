@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     store = ObjectStore.from_settings(settings)
     control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
     current = control.current() if settings.hot_swap else None
-    if current is not None and not settings.model_s3_key and not (
-        settings.model_path / MANIFEST_FILE
-    ).is_file():
+    if (
+        current is not None
+        and not settings.model_s3_key
+        and not (settings.model_path / MANIFEST_FILE).is_file()
+    ):
         # no local model configured: start with the current release
         model = InspectionModel.load(
             load_release(settings, store, current), settings.device, settings.precision

@@ -146,7 +146,7 @@ class Worker:
             precision=self.model.precision,
             pattern=self.settings.frames_topic_pattern,
         )
-        self.health.update(status="ok")
+        self.health.update(status="joining")  # ready (ok) once partitions are assigned
         try:
             while not self._stop.is_set():
                 self.step()
@@ -310,6 +310,8 @@ class Worker:
             frame_key(headers.line, headers.capture_time, headers.frame_id, headers.content_type),
             raw,
             headers.content_type,
+            # lets an operator file the frame as a normal of its product (mark-good)
+            metadata={"product": headers.product, "frame-id": headers.frame_id},
         )
 
     def _dead_letter(self, record: Any, exc: Rejected) -> Future:
@@ -375,6 +377,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
         )
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.worker.health.update(status="ok")
         log.info(
             "partitions assigned",
             partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned),

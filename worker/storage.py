@@ -10,6 +10,7 @@ Works with any S3-compatible server (MinIO, SeaweedFS, AWS S3).
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Protocol
 
 from minio import Minio
@@ -42,6 +43,15 @@ def make_s3_client(settings: S3Settings) -> Minio:
     )
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One listed object: enough to fingerprint a set of objects without reading them."""
+
+    key: str
+    size: int
+    etag: str
+
+
 class ObjectStore:
     """Bytes in and out of one bucket, with content types so a browser shows a PNG as a PNG."""
 
@@ -64,11 +74,35 @@ class ObjectStore:
             if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        """Store `data` under `key`, replacing any object there (replays overwrite)."""
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Store `data` under `key`, replacing any object there (replays overwrite).
+
+        `metadata` becomes S3 user metadata (`x-amz-meta-*`), e.g. the product of a frame.
+        """
         self.client.put_object(
-            self.bucket, key, io.BytesIO(data), length=len(data), content_type=content_type
+            self.bucket,
+            key,
+            io.BytesIO(data),
+            length=len(data),
+            content_type=content_type,
+            metadata=metadata or None,
         )
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """The user metadata of `key`, names lower-cased without `x-amz-meta-`."""
+        stat = self.client.stat_object(self.bucket, key)
+        prefix = "x-amz-meta-"
+        return {
+            k.lower().removeprefix(prefix): v
+            for k, v in (stat.metadata or {}).items()
+            if k.lower().startswith(prefix)
+        }
 
     def get(self, key: str) -> bytes:
         """The bytes stored under `key`; raises minio's S3Error (code NoSuchKey) if absent."""
@@ -88,3 +122,12 @@ class ObjectStore:
                 return False
             raise
         return True
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        """Every object whose key starts with `prefix` (recursively), sorted by key."""
+        found = [
+            StoredObject(obj.object_name, int(obj.size or 0), (obj.etag or "").strip('"'))
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            if not obj.is_dir
+        ]
+        return sorted(found, key=lambda o: o.key)

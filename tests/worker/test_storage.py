@@ -46,7 +46,9 @@ class FakeMinio:
             raise s3_error("BucketAlreadyOwnedByYou")
         self.buckets.add(bucket)
 
-    def put_object(self, bucket, key, data: io.BytesIO, length: int, content_type: str):
+    def put_object(
+        self, bucket, key, data: io.BytesIO, length: int, content_type: str, metadata=None
+    ):
         payload = data.read()
         assert len(payload) == length
         self.objects[(bucket, key)] = (payload, content_type)

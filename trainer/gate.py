@@ -1,0 +1,147 @@
+"""The release gate: a candidate is released only if it is not worse than the current release.
+
+Both models are measured in the same run, on the same images:
+
+- false-alarm rate on held-out normals (images of the snapshot never trained
+  on): a candidate that stops the line more often is refused;
+- image AUROC on labelled anomalies, when a folder of them is configured: a
+  candidate that separates defects from normals worse is refused;
+- a candidate that no longer knows a product the current release serves is
+  refused, since its frames would all become dead letters.
+
+Rates are pooled and AUROCs averaged over the products both models know, with
+configurable tolerances (small held-out sets are noisy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data import list_images, read_rgb
+from trainer.metrics import auroc
+from worker.model.runtime import InspectionModel
+
+
+@dataclass
+class GateImages:
+    """What both models are judged on, per product."""
+
+    normals: dict[str, list[Path]]
+    anomalies: dict[str, list[Path]] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    released: bool
+    reasons: list[str]
+    candidate: dict
+    current: dict | None
+
+    def as_dict(self) -> dict:
+        return {
+            "released": self.released,
+            "reasons": self.reasons,
+            "candidate": self.candidate,
+            "current": self.current,
+        }
+
+
+def labelled_anomalies(root: Path | None, products: list[str]) -> dict[str, list[Path]]:
+    """Anomalous test images (`<root>/<product>/test/<defect>/`, not `good`) per product."""
+    found: dict[str, list[Path]] = {}
+    if root is None:
+        return found
+    for product in products:
+        test = Path(root) / product / "test"
+        if not test.is_dir():
+            continue
+        images = [
+            image
+            for defect in sorted(p for p in test.iterdir() if p.is_dir() and p.name != "good")
+            for image in list_images(defect)
+        ]
+        if images:
+            found[product] = images
+    return found
+
+
+def _scores(model: InspectionModel, paths: list[Path], batch: int = 16) -> np.ndarray:
+    out = [
+        model.judge([read_rgb(p, model.image_size) for p in paths[i : i + batch]]).scores
+        for i in range(0, len(paths), batch)
+    ]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def measure(model: InspectionModel, images: GateImages) -> dict:
+    """Per product: held-out normals, false alarms at the model's threshold, image AUROC."""
+    products: dict[str, dict] = {}
+    for product, normals in sorted(images.normals.items()):
+        threshold = model.threshold(product)
+        if threshold is None:
+            continue
+        normal_scores = _scores(model, normals)
+        entry: dict = {
+            "threshold": threshold,
+            "normals": len(normals),
+            "false_alarms": int((normal_scores > threshold).sum()),
+        }
+        entry["false_alarm_rate"] = entry["false_alarms"] / max(1, len(normals))
+        anomalies = images.anomalies.get(product, [])
+        if anomalies:
+            anomaly_scores = _scores(model, anomalies)
+            labels = np.r_[np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))]
+            entry["anomalies"] = len(anomalies)
+            entry["image_auroc"] = float(auroc(labels, np.r_[normal_scores, anomaly_scores]))
+            entry["recall"] = float((anomaly_scores > threshold).mean())
+        products[product] = entry
+    return {"version": model.version, "products": products, **_pooled(products, products)}
+
+
+def _pooled(products: dict[str, dict], among: dict | set) -> dict:
+    chosen = [products[p] for p in products if p in among]
+    normals = sum(e["normals"] for e in chosen)
+    aurocs = [e["image_auroc"] for e in chosen if "image_auroc" in e]
+    return {
+        "false_alarm_rate": sum(e["false_alarms"] for e in chosen) / max(1, normals),
+        "image_auroc": float(np.mean(aurocs)) if aurocs else None,
+    }
+
+
+def decide(
+    candidate: dict,
+    current: dict | None,
+    current_products: list[str],
+    max_false_alarm_increase: float,
+    max_auroc_drop: float,
+) -> Decision:
+    """Compare two `measure` results; the reasons say why a candidate is refused."""
+    reasons: list[str] = []
+    if current is None:
+        return Decision(True, ["no current release: nothing to compare against"], candidate, None)
+    dropped = sorted(set(current_products) - set(candidate["products"]))
+    if dropped:
+        reasons.append(f"candidate does not know products the current release serves: {dropped}")
+    common = set(candidate["products"]) & set(current["products"])
+    cand, cur = _pooled(candidate["products"], common), _pooled(current["products"], common)
+    if cand["false_alarm_rate"] > cur["false_alarm_rate"] + max_false_alarm_increase:
+        reasons.append(
+            f"false alarms on held-out normals {cand['false_alarm_rate']:.3f} > current "
+            f"{cur['false_alarm_rate']:.3f} + tolerance {max_false_alarm_increase}"
+        )
+    if (
+        cand["image_auroc"] is not None
+        and cur["image_auroc"] is not None
+        and cand["image_auroc"] < cur["image_auroc"] - max_auroc_drop
+    ):
+        reasons.append(
+            f"image AUROC on labelled anomalies {cand['image_auroc']:.3f} < current "
+            f"{cur['image_auroc']:.3f} - tolerance {max_auroc_drop}"
+        )
+    compared = {"products": sorted(common), "candidate": cand, "current": cur}
+    candidate = {**candidate, "compared": compared}
+    verdict = reasons or ["not worse than the current release"]
+    return Decision(not reasons, verdict, candidate, current)

@@ -1,0 +1,101 @@
+"""Releases: an artifact in `s3://<bucket>/models/<version>/`, made current through Redis.
+
+Order matters for the workers: weights first, then the manifest, and only then
+`kenpin:model:current` and the announcement, so a worker that hears of a
+release always finds all of it in S3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.manifest import ModelManifest
+from trainer.control import ReleaseHistory
+from worker.control import ControlPlane
+from worker.hot_swap import MODELS_PREFIX, release_prefix
+from worker.logs import get_logger
+from worker.model.artifact import MANIFEST_FILE, read_manifest
+from worker.storage import ObjectStore
+
+log = get_logger(__name__)
+
+
+class ReleaseError(RuntimeError):
+    """An operator's request that cannot be done (unknown version, nothing to roll back to)."""
+
+
+@dataclass(frozen=True)
+class ReleaseEntry:
+    manifest: ModelManifest
+    current: bool
+
+
+def upload(store: ObjectStore, artifact_dir: Path) -> ModelManifest:
+    """Copy an artifact folder to `models/<version>/`; returns its manifest."""
+    manifest = read_manifest(artifact_dir)
+    prefix = release_prefix(manifest.version)
+    weights = Path(artifact_dir) / manifest.weights_file
+    store.put(f"{prefix}/{Path(manifest.weights_file).name}", weights.read_bytes())
+    store.put(
+        f"{prefix}/{MANIFEST_FILE}", manifest.model_dump_json(indent=2).encode(), "application/json"
+    )
+    return manifest
+
+
+def make_current(control: ControlPlane, manifest: ModelManifest) -> None:
+    """Set `kenpin:model:current`, announce it, and remember it for rollback."""
+    control.set_current(manifest)
+    ReleaseHistory(control).push(manifest.version)
+    log.info("release current", version=manifest.version, parent=manifest.parent_version)
+
+
+def publish(store: ObjectStore, control: ControlPlane, artifact_dir: Path) -> ModelManifest:
+    """Upload an artifact and make it the current release."""
+    manifest = upload(store, artifact_dir)
+    make_current(control, manifest)
+    return manifest
+
+
+def stored_manifest(store: ObjectStore, version: str) -> ModelManifest:
+    key = f"{release_prefix(version)}/{MANIFEST_FILE}"
+    if not store.exists(key):
+        raise ReleaseError(f"no release {version!r} in the bucket ({key} missing)")
+    return ModelManifest.model_validate_json(store.get(key))
+
+
+def list_releases(store: ObjectStore, control: ControlPlane) -> list[ReleaseEntry]:
+    """Every release in the bucket, oldest first, marking the current one."""
+    current = control.current()
+    entries = []
+    for obj in store.list(f"{MODELS_PREFIX}/"):
+        if obj.key.endswith(f"/{MANIFEST_FILE}"):
+            manifest = ModelManifest.model_validate_json(store.get(obj.key))
+            entries.append(
+                ReleaseEntry(manifest, current is not None and current.version == manifest.version)
+            )
+    return sorted(entries, key=lambda e: (e.manifest.created, e.manifest.version))
+
+
+def activate(store: ObjectStore, control: ControlPlane, version: str) -> ModelManifest:
+    """Make a stored release current again (an operator's choice, no gate)."""
+    manifest = stored_manifest(store, version)
+    make_current(control, manifest)
+    return manifest
+
+
+def rollback(store: ObjectStore, control: ControlPlane) -> ModelManifest:
+    """Go back to the release that was current before the current one."""
+    history = ReleaseHistory(control)
+    versions = history.versions()
+    current = control.current()
+    newest = 0
+    while newest < len(versions) and current is not None and versions[newest] == current.version:
+        newest += 1
+    if newest >= len(versions):
+        raise ReleaseError("no earlier release to roll back to")
+    manifest = stored_manifest(store, versions[newest])
+    history.drop_newest(newest)  # the target is now the head of the history
+    control.set_current(manifest)
+    log.info("rolled back", version=manifest.version, previous=current and current.version)
+    return manifest

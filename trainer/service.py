@@ -1,0 +1,233 @@
+"""`kenpin-trainer serve`: retrain on a schedule and on request, gate, release.
+
+One run, each stage timed and recorded in the request's outcome:
+
+1. snapshot: list the normal store, hash the keys (the snapshot id), split
+   into training and held-out normals;
+2. download: the snapshot into a scratch folder in MVTec layout;
+3. train: `trainer.train` on the training normals;
+4. calibrate: thresholds per product from the validation split, exported as an
+   artifact (`trainer.export`) with the snapshot id and the parent release;
+5. evaluate: candidate and current release on held-out normals and labelled
+   anomalies (`trainer.gate`);
+6. gate and release: a candidate not worse than the current release is
+   uploaded to `models/<version>/`, made current and announced; otherwise the
+   reason is recorded and nothing changes on the line.
+
+Only one run at a time across every trainer (`trainer.control.TrainerLock`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from schemas.common import utc_now
+from schemas.control import RetrainOutcome
+from trainer.control import QueuedRequest, RetrainQueue, TrainerLock
+from trainer.export import export, new_version
+from trainer.gate import GateImages, decide, labelled_anomalies, measure
+from trainer.normal_store import download, take_snapshot
+from trainer.releases import publish
+from trainer.settings import TrainerSettings
+from trainer.train import TrainConfig, train
+from worker.control import ControlPlane
+from worker.hot_swap import release_prefix
+from worker.logs import get_logger
+from worker.model.artifact import MANIFEST_FILE, read_manifest
+from worker.model.runtime import InspectionModel
+from worker.model_source import fetch_artifact
+from worker.storage import ObjectStore
+
+log = get_logger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """A run that could not finish (no data, broken current release, ...)."""
+
+
+class RetrainService:
+    """Takes retrain requests one at a time and turns each into a release or a refusal."""
+
+    def __init__(
+        self,
+        settings: TrainerSettings,
+        control: ControlPlane | None = None,
+        store: ObjectStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.control = control or ControlPlane.from_url(settings.redis_url, settings.control_prefix)
+        self.store = store or ObjectStore.from_settings(settings)
+        self.queue = RetrainQueue(self.control, settings.outcome_ttl_s)
+        self._stop = threading.Event()
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    # --- the service loop --------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Until stopped: schedule requests when due, run the next request when the lock is free."""
+        log.info(
+            "trainer started",
+            trainer=self.settings.trainer_id,
+            interval_s=self.settings.retrain_interval_s,
+        )
+        while not self._stop.is_set():
+            self.schedule()
+            queued = self.queue.next(
+                self.settings.trainer_id,
+                block_ms=1000,
+                claim_idle_ms=int(self.settings.lock_ttl_s * 3000),
+            )
+            if queued is not None:
+                self.handle(queued)
+        log.info("trainer stopped")
+
+    def schedule(self) -> str | None:
+        """Add a scheduled request once per interval slot (shared by all trainers)."""
+        interval = self.settings.retrain_interval_s
+        if interval <= 0:
+            return None
+        slot = int(time.time() // interval)
+        return self.queue.request_once(f"{int(interval)}:{slot}", "scheduled retrain", "schedule")
+
+    def handle(self, queued: QueuedRequest) -> RetrainOutcome:
+        """Wait for the lock, run, record the outcome, acknowledge the request."""
+        lock = TrainerLock(self.control, self.settings.trainer_id, self.settings.lock_ttl_s)
+        while not lock.acquire():
+            if self._stop.wait(1.0):
+                raise RunFailed("stopped while waiting for the training lock")
+            self.queue.touch(queued.request_id, self.settings.trainer_id)
+        with lock:
+            outcome = self.run(queued)
+        self.queue.ack(queued.request_id)
+        return outcome
+
+    # --- one run -----------------------------------------------------------------------
+
+    def run(self, queued: QueuedRequest) -> RetrainOutcome:
+        """One retrain; never raises for a failed run: the outcome says what happened."""
+        outcome = RetrainOutcome(
+            request_id=queued.request_id,
+            status="running",
+            detail=queued.request.reason,
+            trainer=self.settings.trainer_id,
+            updated=utc_now(),
+        )
+        self._record(outcome)
+        log.info("retrain started", request=queued.request_id, reason=queued.request.reason)
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.settings.work_dir))
+        try:
+            outcome = self._run(queued, outcome, scratch)
+        except Exception as exc:
+            log.exception("retrain failed", request=queued.request_id)
+            outcome = outcome.model_copy(update={"status": "failed", "detail": repr(exc)})
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._record(outcome)
+        log.info(
+            "retrain finished",
+            request=queued.request_id,
+            status=outcome.status,
+            detail=outcome.detail,
+            version=outcome.version,
+            stages=outcome.stages,
+        )
+        return outcome
+
+    def _record(self, outcome: RetrainOutcome) -> None:
+        self.queue.record(outcome.model_copy(update={"updated": utc_now()}))
+
+    @contextmanager
+    def _stage(self, outcome: RetrainOutcome, name: str) -> Iterator[None]:
+        log.info("stage", stage=name, request=outcome.request_id)
+        started = time.perf_counter()
+        yield
+        outcome.stages[name] = round(time.perf_counter() - started, 2)
+        self._record(outcome)
+
+    def _run(self, queued: QueuedRequest, outcome: RetrainOutcome, scratch: Path) -> RetrainOutcome:
+        s = self.settings
+        with self._stage(outcome, "snapshot"):
+            snap = take_snapshot(
+                self.store, s.holdout_fraction, s.max_normals_per_product, s.min_normals_per_product
+            )
+            outcome.snapshot_id = snap.snapshot_id
+            if not snap.products:
+                raise RunFailed(f"no product has enough normals: {snap.skipped}")
+        with self._stage(outcome, "download"):
+            train_root, heldout = download(self.store, snap, scratch / "data")
+            current = self.control.current()
+            outcome.parent_version = current.version if current else None
+            current_model = self._current_model(current, scratch / "current")
+        with self._stage(outcome, "train"):
+            result = train(train_root, self._config(), progress=s.progress)
+        with self._stage(outcome, "calibrate"):
+            version = f"{new_version()}-{snap.snapshot_id[:8]}"
+            artifact = scratch / "candidate"
+            export(result, artifact, version, s.threshold_quantile, outcome.parent_version)
+            outcome.version = version
+        with self._stage(outcome, "evaluate"):
+            candidate_model = InspectionModel.load(artifact, device="cpu")
+            images = GateImages(heldout, labelled_anomalies(s.anomalies_dir, snap.products))
+            candidate_metrics = measure(candidate_model, images)
+            current_metrics = measure(current_model, images) if current_model else None
+            decision = decide(
+                candidate_metrics,
+                current_metrics,
+                sorted(current.products) if current else [],
+                s.max_false_alarm_increase,
+                s.max_auroc_drop,
+            )
+            outcome.gate = decision.as_dict()
+        if not decision.released:
+            outcome.status = "refused"
+            outcome.detail = "; ".join(decision.reasons)
+            log.warning("candidate refused by the gate", version=version, reasons=decision.reasons)
+            return outcome
+        with self._stage(outcome, "release"):
+            manifest = read_manifest(artifact)
+            manifest = manifest.model_copy(
+                update={
+                    "metrics": {"gate": decision.candidate, "at_release": utc_now().isoformat()},
+                    "data": {
+                        **manifest.data,
+                        **snap.summary(),
+                        "request_id": queued.request_id,
+                        "reason": queued.request.reason,
+                    },
+                }
+            )
+            (artifact / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+            publish(self.store, self.control, artifact)
+        outcome.status = "released"
+        outcome.detail = "; ".join(decision.reasons)
+        return outcome
+
+    def _config(self) -> TrainConfig:
+        s = self.settings
+        return TrainConfig(
+            backbone=s.backbone,
+            teacher_weights=str(s.teacher_weights) if s.teacher_weights else None,
+            image_size=s.image_size,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            seed=s.seed,
+        )
+
+    def _current_model(self, current, folder: Path) -> InspectionModel | None:
+        """The current release, loaded to be measured beside the candidate."""
+        if current is None:
+            return None
+        fetch_artifact(self.store, release_prefix(current.version), folder)
+        model = InspectionModel.load(folder, device="cpu")
+        if model.manifest.sha256 != current.sha256:
+            raise RunFailed(f"stored release {current.version} is not the current manifest")
+        return model
