@@ -40,7 +40,7 @@ def run_ablation(
 ) -> dict[str, dict]:
     from trainer.export import export
     from trainer.train import train
-    from worker.model.artifact import MANIFEST_FILE
+    from worker.model.artifact import MANIFEST_FILE, read_manifest
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -54,6 +54,8 @@ def run_ablation(
         from trainer.evaluate import evaluate_artifact  # written while the first variant trains
 
         report = evaluate_artifact(artifact, data_dir, out_dir / name / "eval")
+        training = read_manifest(artifact).training
+        report["training"] = {k: training[k] for k in ("epochs", "best_epoch", "seconds")}
         results[name] = report
     (out_dir / "ablation.json").write_text(json.dumps(results, indent=2))
     return results

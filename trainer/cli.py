@@ -163,9 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         results = run_ablation(
             args.data, args.out, args.epochs, args.batch_size, args.seed, args.bf16, args.variant
         )
-        from trainer.evaluate import format_table
+        from trainer.evaluate import format_defects, format_table
 
         print(format_table(results))
+        print()
+        print("image AUROC / AU-PRO per defect type")
+        print(format_defects(results))
+        print()
+        for name, report in results.items():
+            t = report["training"]
+            print(
+                f"{name}: {t['epochs']} epochs, best epoch {t['best_epoch']}, "
+                f"training {t['seconds'] / 60:.1f} min"
+            )
         return 0
     if args.command == "bench":
         from trainer.benchmark import run_benchmark

@@ -88,6 +88,12 @@ class WorkerMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.consumer_restarts = Counter(
+            "consumer_restarts",
+            "Kafka consumers closed and recreated because a group rebalance stalled.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.model_swaps = Counter(
             "model_swaps",
             "Releases swapped in between two batches.",

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from schemas.deadletters import DeadLetter, DeadLetterReason
@@ -47,6 +48,10 @@ from worker.settings import WorkerSettings
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
+
+#: A commit that takes longer fails (and, on the hot path, stops the worker, whose
+#: uncommitted frames are then judged again): better than a loop blocked for good.
+COMMIT_TIMEOUT_MS = 30_000
 
 
 class Rejected(Exception):
@@ -115,11 +120,9 @@ class Worker:
         self.health = health or Health()
         self.store = store or ObjectStore.from_settings(settings)
         self.producer = producer or make_producer(settings)
-        self.consumer = consumer or make_frame_consumer(settings)
-        # re-subscribe with a listener so a rebalance commits what is done first
-        self.consumer.subscribe(
-            pattern=settings.frames_topic_pattern, listener=_CommitOnRevoke(self)
-        )
+        self.consumer = self._subscribed(consumer or make_frame_consumer(settings))
+        # when the current group join started; None while partitions are assigned
+        self.joining_since: float | None = time.monotonic()
         self.decoders = ThreadPoolExecutor(settings.decode_threads, "decode")
         self.uploads = ThreadPoolExecutor(2, "heatmap")
         self.buffer: deque[Pending] = deque()
@@ -173,6 +176,7 @@ class Worker:
     def step(self) -> None:
         """One turn: take what arrived, judge one batch if it is due, commit what is done."""
         self.swap_if_ready()
+        self.restart_consumer_if_stalled()
         wait_ms = self._poll_timeout_ms()
         polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.settings.max_batch * 4)
         now = time.monotonic()
@@ -187,6 +191,38 @@ class Worker:
                 ]
             )
         self.commit_done()
+
+    def _subscribed(self, consumer: KafkaConsumer) -> KafkaConsumer:
+        """Subscribe with a listener, so that a rebalance commits what is done first."""
+        consumer.subscribe(
+            pattern=self.settings.frames_topic_pattern, listener=_CommitOnRevoke(self)
+        )
+        return consumer
+
+    def restart_consumer_if_stalled(self) -> None:
+        """A join that never completes would stop the line silently: start a new consumer.
+
+        Seen with kafka-python against Tansu (the leader's SyncGroup answered, the
+        assignment never applied); the cure is generic, for any client or broker
+        fault that leaves the consumer out of its group. Finished batches are
+        committed if the group still accepts it; the rest is judged again.
+        """
+        if self.joining_since is None:
+            return
+        stalled = time.monotonic() - self.joining_since
+        if stalled < self.settings.rebalance_stall_s:
+            return
+        log.warning("group rebalance stalled, restarting the consumer", seconds=round(stalled))
+        self.metrics.consumer_restarts.inc()
+        try:
+            self.drain()
+        except KafkaError as exc:  # the generation is gone: those frames are judged again
+            log.warning("could not commit before the restart", error=repr(exc))
+        self.completions.clear()
+        self.buffer.clear()
+        self.consumer.close(autocommit=False, timeout_ms=COMMIT_TIMEOUT_MS)
+        self.consumer = self._subscribed(make_frame_consumer(self.settings))
+        self.joining_since = time.monotonic()
 
     def swap_if_ready(self) -> None:
         """Serve a release the hot swap has verified and warmed; only ever between batches."""
@@ -348,7 +384,10 @@ class Worker:
             completion.result()  # a failed verdict or heatmap stops here: no commit, crash
             offsets.update(completion.offsets)
         if offsets:
-            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            self.consumer.commit(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                timeout_ms=COMMIT_TIMEOUT_MS,
+            )
 
     def drain(self) -> None:
         """Wait for every batch in flight and commit it (shutdown, partitions revoked)."""
@@ -365,6 +404,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.worker.joining_since = time.monotonic()  # a rebalance starts with a revoke
         if not revoked:
             return
         self.worker.drain()
@@ -377,6 +417,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
         )
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.worker.joining_since = None
         self.worker.health.update(status="ok")
         log.info(
             "partitions assigned",

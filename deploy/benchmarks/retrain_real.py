@@ -1,0 +1,154 @@
+"""End-to-end retrain on real images, with real processes, timing every stage.
+
+    python -m deploy.benchmarks.retrain_real --data ../shared/data/real
+
+The line starts on a bootstrap release (trained for --bootstrap-epochs), served
+by a `kenpin-worker run` process. Normals of every product are imported into the
+normal store with `kenpin-trainer import-normals`, a `kenpin-trainer serve`
+process takes a `kenpin-trainer retrain` request, trains (--epochs), gates the
+candidate against the bootstrap release on held-out normals and the labelled
+anomalies of --data, releases it, and the worker swaps to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deploy.demo import wait_until_ready
+from deploy.local.processes import free_port
+from deploy.local.stack import LocalStack
+
+
+def cli(env: dict, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="MVTec-layout dataset root")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--bootstrap-epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("runs/retrain-real"))
+    args = parser.parse_args(argv)
+
+    from trainer.export import export
+    from trainer.releases import publish
+    from trainer.train import TrainConfig, train
+    from worker.control import ControlPlane
+    from worker.storage import ObjectStore
+
+    out = args.out.absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    with LocalStack(out / "stack") as stack:
+        s = stack.settings
+        port = free_port()
+        env = {
+            **os.environ,
+            **s.env,
+            "KENPIN_DEVICE": "cpu",
+            "KENPIN_LOG_FORMAT": "json",
+            "KENPIN_IMAGE_SIZE": str(args.image_size),
+            "KENPIN_EPOCHS": str(args.epochs),
+            "KENPIN_ANOMALIES_DIR": str(args.data.absolute()),
+            "KENPIN_PROGRESS": "false",
+            "KENPIN_WORK_DIR": str(out / "trainer"),
+            "KENPIN_METRICS_PORT": str(port),
+            "KENPIN_SESSION_TIMEOUT_MS": "6000",
+            "KENPIN_RELEASES_DIR": str(out / "releases"),
+        }
+
+        t = time.perf_counter()
+        config = TrainConfig(
+            image_size=args.image_size, epochs=args.bootstrap_epochs, batch_size=16, bf16=True
+        )
+        bootstrap = export(
+            train(args.data, config, progress=False), out / "bootstrap", version="bootstrap"
+        )
+        store = ObjectStore.from_settings(_S3(s))
+        control = ControlPlane.from_url(s.env["KENPIN_REDIS_URL"])
+        publish(store, control, out / "bootstrap")
+        times["bootstrap release (train + publish)"] = time.perf_counter() - t
+
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "run"],
+            env={**env, "KENPIN_MODEL_PATH": str(out / "bootstrap")},
+            stdout=(out / "worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "trainer.cli", "serve"],
+            env=env,
+            stdout=(out / "trainer.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_ready(port, worker)
+            t = time.perf_counter()
+            for product in sorted(p.name for p in args.data.iterdir() if p.is_dir()):
+                print(
+                    cli(
+                        env,
+                        "import-normals",
+                        "--product",
+                        product,
+                        str(args.data / product / "train" / "good"),
+                    ),
+                    flush=True,
+                )
+            times["import-normals"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            request = cli(env, "retrain", "--reason", "real-data end-to-end run").split()[-1]
+            print(f"retrain request {request}", flush=True)
+            status = cli(env, "retrain-status", request, "--wait", "3600")
+            print(status, flush=True)
+            times["retrain request -> outcome"] = time.perf_counter() - t
+            current = control.current()
+            t = time.perf_counter()
+            while time.perf_counter() - t < 120:
+                if {beat.active_version for beat in control.heartbeats()} == {current.version}:
+                    break
+                time.sleep(0.5)
+            times["released -> worker swapped"] = time.perf_counter() - t
+            print(cli(env, "release", "list"), flush=True)
+            print(cli(env, "workers"), flush=True)
+        finally:
+            for proc in (trainer, worker):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=120)
+    print(f"bootstrap release {bootstrap.version}; new release {current.version}")
+    for stage, seconds in times.items():
+        print(f"  {stage}: {seconds:.1f} s")
+    return 0
+
+
+class _S3:
+    """The stack's S3 settings in the shape ObjectStore reads."""
+
+    def __init__(self, s) -> None:
+        from pydantic import SecretStr
+
+        self.s3_endpoint, self.s3_bucket, self.s3_secure = s.s3_endpoint, s.s3_bucket, False
+        self.s3_access_key = SecretStr(s.s3_access_key)
+        self.s3_secret_key = SecretStr(s.s3_secret_key)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
