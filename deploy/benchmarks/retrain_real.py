@@ -13,11 +13,13 @@ anomalies of --data, releases it, and the worker swaps to it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from deploy.demo import wait_until_ready
@@ -117,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             request = cli(env, "retrain", "--reason", "real-data end-to-end run").split()[-1]
             print(f"retrain request {request}", flush=True)
-            status = cli(env, "retrain-status", request, "--wait", "3600")
-            print(status, flush=True)
+            status = json.loads(cli(env, "retrain-status", request, "--wait", "3600"))
+            print(json.dumps(status, indent=1), flush=True)
             times["retrain request -> outcome"] = time.perf_counter() - t
             current = control.current()
             t = time.perf_counter()
@@ -126,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
                 if {beat.active_version for beat in control.heartbeats()} == {current.version}:
                     break
                 time.sleep(0.5)
-            times["released -> worker swapped"] = time.perf_counter() - t
+            swapped = next(
+                json.loads(line)["timestamp"]
+                for line in (out / "worker.log").read_text().splitlines()
+                if '"model swapped"' in line
+            )
+            times["released -> worker swapped"] = (
+                datetime.fromisoformat(swapped) - datetime.fromisoformat(status["updated"])
+            ).total_seconds()
             print(cli(env, "release", "list"), flush=True)
             print(cli(env, "workers"), flush=True)
         finally:
@@ -136,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bootstrap release {bootstrap.version}; new release {current.version}")
     for stage, seconds in times.items():
         print(f"  {stage}: {seconds:.1f} s")
+    print("  trainer stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in status["stages"].items()))
+    print(f"  outcome: {status['status']}: {status.get('detail')}")
     return 0
 
 
