@@ -6,16 +6,15 @@ the original file bytes as the value, the camera id as the key and the frame
 headers of the contract. It returns which file became which frame id, so a
 test can match every verdict to its ground truth.
 
-    python -m worker.camera --line l1 --fps 10 data/mvtec/bottle/test
+    kenpin-worker camera --line l1 --fps 10 --source data/mvtec/bottle/test
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -133,33 +132,3 @@ def stream_folder(
 
 def _cycle(images: list[Path], total: int) -> Iterator[Path]:
     return itertools.islice(itertools.cycle(images), max(total, 0))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: stream a folder to the broker named by KENPIN_KAFKA_BOOTSTRAP."""
-    from worker.kafka_io import make_producer
-    from worker.settings import WorkerSettings
-
-    parser = argparse.ArgumentParser(prog="python -m worker.camera", description=__doc__)
-    parser.add_argument("source_dir", type=Path)
-    parser.add_argument("--line", required=True)
-    parser.add_argument("--fps", type=float, default=5.0, help="frames per second; 0: no pacing")
-    parser.add_argument("--count", type=int, default=None, help="frames to send (cycles)")
-    parser.add_argument("--product", default=None, help="default: inferred from the path")
-    parser.add_argument("--camera", default="cam-1")
-    args = parser.parse_args(argv)
-
-    settings = WorkerSettings()
-    producer = make_producer(settings, client_id=f"kenpin-camera-{args.camera}")
-    try:
-        sent = stream_folder(
-            producer, args.line, args.source_dir, args.fps, args.count, args.product, args.camera
-        )
-    finally:
-        producer.close()
-    print(f"sent {len(sent)} frames to {frames_topic(args.line)}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

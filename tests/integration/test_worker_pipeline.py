@@ -148,6 +148,15 @@ def committed_offsets(stack, group: str, sent: list[Sent]) -> dict[TopicPartitio
         checker.close()
 
 
+def wait_for_commits(stack, group: str, sent: list[Sent], timeout_s: float = 20) -> None:
+    """Offsets are committed after the outputs are acknowledged: wait for the last commit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(c == e for c, e in committed_offsets(stack, group, sent).values()):
+            return
+        time.sleep(0.5)
+
+
 def match(sent: list[Sent], verdicts: list[Verdict], letters: list[DeadLetter]) -> Counter:
     """How many outcomes each produced record got, keyed by (topic, partition, offset)."""
     by_frame = {s.frame_id: (s.topic, s.partition, s.offset) for s in sent if s.frame_id}
@@ -183,13 +192,7 @@ def test_every_frame_gets_exactly_one_outcome(local_stack, artifact, line_data):
             [f"kenpin.verdicts.{line}" for line in lines] + [settings.deadletter_topic],
             expected=len(sent),
         )
-        # offsets are committed after the outputs are acknowledged: wait for the last commit
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            offsets = committed_offsets(local_stack, settings.consumer_group, sent)
-            if all(c == e for c, e in offsets.values()):
-                break
-            time.sleep(0.5)
+        wait_for_commits(local_stack, settings.consumer_group, sent)
     finally:
         worker.stop()
         thread.join(timeout=30)
@@ -307,12 +310,7 @@ def test_kill_minus_9_mid_stream_loses_no_frame(local_stack, artifact, line_data
             local_stack, [f"kenpin.verdicts.{line}"], expected=len(sent), timeout_s=120
         )
         # duplicates from the replay may still be arriving; read once more to count them
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            offsets = committed_offsets(local_stack, settings.consumer_group, sent)
-            if all(c == e for c, e in offsets.values()):
-                break
-            time.sleep(0.5)
+        wait_for_commits(local_stack, settings.consumer_group, sent)
         verdicts, _ = collect_outcomes(
             local_stack, [f"kenpin.verdicts.{line}"], expected=10**9, timeout_s=3
         )
