@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--latency-frames", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline"))
+    parser.add_argument(
+        "--broker-storage",
+        default="s3",
+        choices=["s3", "memory"],
+        help="Tansu's storage: s3 (durable, on the local SeaweedFS, which then "
+        "shares these cores) or memory",
+    )
     args = parser.parse_args(argv)
 
     products = [p for p in discover(args.source) if p.test]
@@ -113,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
-    with LocalStack(out / f"stack-{uuid.uuid4().hex[:6]}") as stack:
+    stack_dir = out / f"stack-{uuid.uuid4().hex[:6]}"
+    with LocalStack(stack_dir, broker_storage=args.broker_storage) as stack:
         s = stack.settings
         run = uuid.uuid4().hex[:6]
         env = {
