@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from worker.model.network import StudentTeacher
+
 AttentionKind = Literal["none", "channel", "spatial", "both"]
 
 
@@ -68,3 +70,19 @@ class DCAM(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         return [block(f) for block, f in zip(self.blocks, features, strict=True)]
+
+
+class AttendedStudentTeacher(StudentTeacher):
+    """The pair with DCAM KEPT at inference: the map compares teacher and attended student.
+
+    An experiment for the ablation (METHOD.md leaves open whether keeping the
+    blocks helps); the worker serves plain pairs, so this lives with training.
+    """
+
+    def __init__(self, network: StudentTeacher, dcam: DCAM) -> None:
+        super().__init__(network.backbone, teacher=network.teacher)
+        self.student = network.student
+        self.dcam = dcam
+
+    def student_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.dcam(super().student_features(x))

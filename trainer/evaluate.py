@@ -83,8 +83,20 @@ def evaluate_artifact(
     pictures: bool = True,
 ) -> dict:
     """Evaluate every product of `data_dir` that the model knows; writes report.json + pictures."""
-    started = time.perf_counter()
     model = InspectionModel.load(Path(model_path), device="cpu", precision=precision)
+    return evaluate_model(model, data_dir, out_dir, progress=progress, pictures=pictures)
+
+
+def evaluate_model(
+    model: InspectionModel,
+    data_dir: Path,
+    out_dir: Path,
+    progress: bool = True,
+    pictures: bool = True,
+) -> dict:
+    """`evaluate_artifact` for a model already in memory (e.g. an experimental network)."""
+    started = time.perf_counter()
+    precision = model.precision
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {"model": model.version, "precision": precision, "products": {}}

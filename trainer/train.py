@@ -66,6 +66,7 @@ class TrainResult:
     history: list[dict]
     seconds: float
     data: dict
+    dcam: DCAM | None = None  # the trained attention blocks (None: no DCAM)
 
 
 def seed_everything(seed: int) -> None:
@@ -198,6 +199,7 @@ def train(
         if improved:
             best_val, best_epoch = val_map, epoch
             best_state = copy.deepcopy(network.student.state_dict())
+            best_dcam = copy.deepcopy(dcam.state_dict())
             best_scores = val_scores
         message = (
             f"epoch {epoch}/{config.epochs} loss {record['loss']:.4f} "
@@ -210,6 +212,7 @@ def train(
 
     if best_state is not None:
         network.student.load_state_dict(best_state)
+        dcam.load_state_dict(best_dcam)
     else:  # zero epochs: the untrained student still needs calibration scores
         best_scores = {
             name: student_scores(network, imgs, val_teacher[name])[0]
@@ -230,4 +233,5 @@ def train(
         history=history,
         seconds=time.perf_counter() - started,
         data=data,
+        dcam=dcam.eval() if config.dcam != "none" else None,
     )
