@@ -125,6 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--variant", action="append", help="only these variants (repeatable)")
 
+    p = sub.add_parser(
+        "sweep", help="hyperparameter trials judged on the tune half of the labelled test images"
+    )
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--trial", action="append", help="only these trials (repeatable; default all)")
+
     p = sub.add_parser("bench", help="inference images/s at several batch sizes and precisions")
     p.add_argument("--model", type=Path, help="artifact (default: a fresh untrained pair)")
     p.add_argument("--batch", type=int, action="append", help="batch sizes (default 1 and 16)")
@@ -176,6 +187,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name}: {t['epochs']} epochs, best epoch {t['best_epoch']}, "
                 f"training {t['seconds'] / 60:.1f} min"
             )
+        return 0
+    if args.command == "sweep":
+        from trainer.sweep import TRIALS, format_sweep, run_sweep
+
+        rows = run_sweep(
+            args.data,
+            args.out,
+            args.trial or list(TRIALS),
+            args.epochs,
+            args.batch_size,
+            args.seed,
+            args.bf16,
+        )
+        print(format_sweep(rows))
         return 0
     if args.command == "bench":
         from trainer.benchmark import run_benchmark

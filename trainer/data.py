@@ -119,3 +119,28 @@ def fingerprint(paths: list[Path]) -> str:
         digest.update(str(path.name).encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+TEST_PARTS = ("tune", "holdout")
+
+
+def split_test(images: list[TestImage], part: str) -> list[TestImage]:
+    """One half of a product's labelled test images, stratified by defect type.
+
+    Hyperparameters are chosen on the "tune" half and confirmed on the "holdout"
+    half, so no choice is ever made on the images it is reported on. Within each
+    defect type (and "good"), sorted by file name, even positions are "tune" and
+    odd positions "holdout": deterministic, and independent of any seed.
+    """
+    if part not in TEST_PARTS:
+        raise ValueError(f"test part must be one of {TEST_PARTS}, not {part!r}")
+    wanted = TEST_PARTS.index(part)
+    by_defect: dict[str, list[TestImage]] = {}
+    for image in images:
+        by_defect.setdefault(image.defect, []).append(image)
+    return [
+        image
+        for defect in sorted(by_defect)
+        for i, image in enumerate(sorted(by_defect[defect], key=lambda t: t.path.name))
+        if i % 2 == wanted
+    ]

@@ -68,3 +68,23 @@ def heatmap_grid(judged: dict[str, tuple], path: Path, k: int = 3) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def sweep_figure(rows: dict[str, list[dict]], path: Path) -> Path:
+    """Mean image AUROC on the tune half per epoch, one line per trial; holdout dotted."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, history in rows.items():
+        epochs = [r["epoch"] for r in history]
+        (line,) = ax.plot(epochs, [100 * r["mean/tune"] for r in history], marker="o", label=name)
+        ax.plot(epochs, [100 * r["mean/holdout"] for r in history], ":", color=line.get_color())
+    ax.set(
+        xlabel="epoch",
+        ylabel="mean image AUROC (%)",
+        title="sweep: tune half (solid), holdout half (dotted)",
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

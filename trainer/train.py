@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,9 @@ class TrainResult:
     dcam: DCAM | None = None  # the trained attention blocks (None: no DCAM)
 
 
+EpochHook = Callable[[dict, StudentTeacher, DCAM], None]
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -118,8 +122,13 @@ def train(
     config: TrainConfig,
     progress: bool = True,
     products: list[Product] | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> TrainResult:
-    """Train one student on train/good of every product under `data_dir`."""
+    """Train one student on train/good of every product under `data_dir`.
+
+    `on_epoch(record, network, dcam)` runs after every epoch's validation, with the
+    student in eval mode; hyperparameter sweeps use it to score labelled images.
+    """
     started = time.perf_counter()
     seed_everything(config.seed)
     products = products if products is not None else discover(data_dir)
@@ -209,6 +218,8 @@ def train(
         if progress:
             tqdm.write(message)
         log.info("epoch", **record, best=improved)
+        if on_epoch is not None:
+            on_epoch(record, network, dcam)
 
     if best_state is not None:
         network.student.load_state_dict(best_state)

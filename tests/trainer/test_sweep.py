@@ -1,0 +1,34 @@
+"""The sweep's tune/holdout halves, and one tiny sweep end to end."""
+
+import json
+
+from trainer.data import discover, split_test
+from trainer.sweep import format_sweep, run_sweep
+
+
+def test_tune_and_holdout_halves_partition_each_defect_type(synthetic_data):
+    for product in discover(synthetic_data):
+        tune = split_test(product.test, "tune")
+        holdout = split_test(product.test, "holdout")
+        assert {t.path for t in tune}.isdisjoint(t.path for t in holdout)
+        assert sorted(t.path for t in tune + holdout) == sorted(t.path for t in product.test)
+        for defect in {t.defect for t in product.test}:
+            n_tune = sum(t.defect == defect for t in tune)
+            n_hold = sum(t.defect == defect for t in holdout)
+            assert 0 <= n_tune - n_hold <= 1  # stratified: each type split in half
+
+
+def test_sweep_scores_every_epoch_and_resumes_from_its_journal(synthetic_data, tmp_path):
+    trials = ["a_stfpm", "b_paper_kd1e-3_T4"]
+    rows = run_sweep(synthetic_data, tmp_path, trials, 2, 8, 0, False, image_size=64)
+    assert [len(rows[t]) for t in trials] == [2, 2]
+    row = rows["a_stfpm"][0]
+    for key in ("mean/tune", "mean/holdout", "washer/tune", "tile/holdout"):
+        assert 0.0 <= row[key] <= 1.0
+    assert row["val_mean_map"] > 0.0
+    journal = (tmp_path / "sweep.jsonl").read_text().splitlines()
+    assert len(journal) == 4 and json.loads(journal[0])["trial"] == "a_stfpm"
+    again = run_sweep(synthetic_data, tmp_path, trials, 2, 8, 0, False, image_size=64)
+    assert again == rows  # nothing retrained: every trial is complete in the journal
+    assert "a_stfpm" in format_sweep(rows)
+    assert (tmp_path / "sweep.png").stat().st_size > 0
