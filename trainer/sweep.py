@@ -182,7 +182,7 @@ def _read_journal(path: Path) -> dict[str, list[dict]]:
 def format_sweep(rows: dict[str, list[dict]]) -> str:
     """Per trial: the epoch the training would keep (lowest val map) and the best on tune."""
     lines = [
-        f"{'trial':<22} {'kept ep':>7} {'tune':>6} {'holdout':>7} "
+        f"{'trial':<22} {'epochs':>6} {'kept ep':>7} {'tune':>6} {'holdout':>7} "
         f"{'best tune ep':>12} {'tune':>6} {'holdout':>7}"
     ]
     for name, history in rows.items():
@@ -191,7 +191,8 @@ def format_sweep(rows: dict[str, list[dict]]) -> str:
         kept = min(history, key=lambda r: r["val_mean_map"])
         best = max(history, key=lambda r: r["mean/tune"])
         lines.append(
-            f"{name:<22} {kept['epoch']:>7} {kept['mean/tune']:>6.3f} {kept['mean/holdout']:>7.3f} "
+            f"{name:<22} {len(history):>6} {kept['epoch']:>7} "
+            f"{kept['mean/tune']:>6.3f} {kept['mean/holdout']:>7.3f} "
             f"{best['epoch']:>12} {best['mean/tune']:>6.3f} {best['mean/holdout']:>7.3f}"
         )
     return "\n".join(lines)
