@@ -35,6 +35,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _study_args(p: argparse.ArgumentParser, epochs: int) -> None:
+    """What the ablation and the sweep share: data, output, budget, seed, precision."""
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true")
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         backbone=args.backbone,
@@ -117,23 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
 
     p = sub.add_parser("ablation", help="train and evaluate the paper's variants in one run")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true")
+    _study_args(p, epochs=20)
     p.add_argument("--variant", action="append", help="only these variants (repeatable)")
 
     p = sub.add_parser(
         "sweep", help="hyperparameter trials judged on the tune half of the labelled test images"
     )
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true")
+    _study_args(p, epochs=5)
     p.add_argument("--trial", action="append", help="only these trials (repeatable; default all)")
 
     p = sub.add_parser("bench", help="inference images/s at several batch sizes and precisions")

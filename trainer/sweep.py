@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import structlog
-import torch
 
 from trainer.data import TEST_PARTS, TestImage, discover, read_rgb, split_test
 from trainer.dcam import DCAM
 from trainer.losses import LossWeights
 from trainer.metrics import auroc
 from trainer.plots import sweep_figure
-from trainer.train import TrainConfig, train
-from worker.model.anomaly_map import anomaly_map, default_sigma
+from trainer.train import TrainConfig, student_scores, teacher_pyramid, train
 from worker.model.network import StudentTeacher
 
 log = structlog.get_logger(__name__)
@@ -54,7 +52,6 @@ class LabelledScorer:
     """Image scores of every test image, with the teacher's features computed once."""
 
     def __init__(self, data_dir: Path, image_size: int, network: StudentTeacher) -> None:
-        self.size = image_size
         self.parts: dict[str, dict[str, list[TestImage]]] = {}
         images: list[np.ndarray] = []
         self.index: dict[str, list[int]] = {}
@@ -65,33 +62,11 @@ class LabelledScorer:
                 images.extend(read_rgb(item.path, image_size) for item in items)
                 self.index[f"{product.name}/{part}"] = list(range(start, len(images)))
         self.images = np.stack(images)
-        with torch.inference_mode():
-            self.teacher = [
-                torch.cat(scale)
-                for scale in zip(
-                    *(network.teacher_features(self._batch(network, s)) for s in self._starts()),
-                    strict=True,
-                )
-            ]
+        self.teacher = teacher_pyramid(network, self.images)
 
-    def _starts(self, batch: int = 32) -> range:
-        return range(0, len(self.images), batch)
-
-    def _batch(self, network: StudentTeacher, start: int, batch: int = 32) -> torch.Tensor:
-        x = torch.from_numpy(self.images[start : start + batch]).permute(0, 3, 1, 2)
-        return network.normalise(x)
-
-    @torch.inference_mode()
     def scores(self, network: StudentTeacher) -> np.ndarray:
         """Max of the anomaly map of every test image, through the plain student (fp32)."""
-        network.student.eval()
-        out = []
-        for start in self._starts():
-            student = network.student_features(self._batch(network, start))
-            teacher = [f[start : start + 32] for f in self.teacher]
-            maps = anomaly_map(teacher, student, (self.size, self.size), default_sigma(self.size))
-            out.append(maps.flatten(1).amax(1))
-        return torch.cat(out).numpy()
+        return student_scores(network, self.images, self.teacher)[0]
 
     def aurocs(self, scores: np.ndarray) -> dict[str, float]:
         """Image AUROC per product and part, the mean per part, and tiles per defect (tune)."""
