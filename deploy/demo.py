@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     say("starting the local stack (Kafka-API broker, S3, Redis)")
+    # a fresh stack every run: the broker keeps its topics and records in the stack's
+    # S3 data, so a second demo would find the last one's topics and verdicts
+    LocalStack(out / "stack").down(purge=True)
     with LocalStack(out / "stack") as stack:
         settings = stack.settings
         data = args.data
