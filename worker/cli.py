@@ -45,35 +45,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from worker.control import ControlPlane
-    from worker.hot_swap import HotSwap, load_release
+    from worker.hot_swap import HotSwap
+    from worker.logs import get_logger
     from worker.metrics import Health, WorkerMetrics, make_app, serve
-    from worker.model.artifact import MANIFEST_FILE
-    from worker.model.runtime import InspectionModel
-    from worker.model_source import load_served_model
     from worker.normals import NormalSampler
     from worker.service import Worker
+    from worker.startup import NoModelToServe, start_model
     from worker.storage import ObjectStore
 
-    metrics, health = WorkerMetrics(), Health()
-    serve(make_app(metrics, health), settings.metrics_port)
+    metrics = WorkerMetrics()
+    health = Health(
+        livez_stall_s=settings.livez_stall_s, startup_grace_s=settings.livez_startup_grace_s
+    )
+    # probes first: /livez answers while a release downloads, /readyz says "starting"
+    serve(make_app(metrics, health), settings.metrics_port, settings.metrics_host)
     store = ObjectStore.from_settings(settings)
     control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
-    current = control.current() if settings.hot_swap else None
-    if (
-        current is not None
-        and not settings.model_s3_key
-        and not (settings.model_path / MANIFEST_FILE).is_file()
-    ):
-        # no local model configured: start with the current release
-        model = InspectionModel.load(
-            load_release(settings, store, current), settings.device, settings.precision
-        )
-        model.warm_up(settings.max_batch)
-    else:
-        model = load_served_model(settings, store)
+    try:
+        start = start_model(settings, control, store, metrics=metrics, health=health)
+    except NoModelToServe as exc:
+        # one line, no traceback: a restart cannot help until an operator acts
+        get_logger("worker.cli").error("no model to serve, exiting", detail=str(exc))
+        return 2
+    model = start.model
     hot_swap = None
     if settings.hot_swap:
         hot_swap = HotSwap(settings, control, store, model.version, metrics=metrics, health=health)
+        for refusal in start.refused:  # not retried every check interval
+            if refusal.manifest is not None:
+                hot_swap.remember_refusal(refusal.manifest, refusal.reason)
         hot_swap.start()
     normals = NormalSampler(
         store,

@@ -5,6 +5,12 @@ urgent for Kafka or S3 (ARCHITECTURE.md):
 
 - `kenpin:model:current`: the manifest JSON of the release every worker should serve;
 - `kenpin:model:releases`: pub/sub channel announcing a new current release;
+- `kenpin:model:last_good`: the manifest JSON of the release a worker last
+  verified and served; what a starting worker falls back to when the current
+  release is refused (a worker must start serving, not crash-loop);
+- `kenpin:model:history` (list, newest first): versions made current, pushed by
+  the trainer on publish (`trainer.control.ReleaseHistory`); a worker reads it
+  as its second fallback;
 - `kenpin:worker:<id>`: one heartbeat per worker (JSON, with a TTL, so a dead
   worker disappears by itself) saying which release it actually serves.
 
@@ -30,6 +36,10 @@ from schemas.control import WorkerHeartbeat
 from schemas.manifest import ModelManifest
 
 CURRENT_KEY = "kenpin:model:current"
+LAST_GOOD_KEY = "kenpin:model:last_good"
+#: Written by `trainer.control.ReleaseHistory` (same literal there: trainer imports worker,
+#: never the reverse); read here by a starting worker looking for a release that verifies.
+HISTORY_KEY = "kenpin:model:history"
 RELEASES_CHANNEL = "kenpin:model:releases"
 HEARTBEAT_PREFIX = "kenpin:worker:"
 
@@ -57,6 +67,8 @@ class ControlPlane:
         # A prefix lets tests (and several plants on one Redis) share a server.
         self.prefix = namespace_prefix
         self.current_key = f"{namespace_prefix}{CURRENT_KEY}"
+        self.last_good_key = f"{namespace_prefix}{LAST_GOOD_KEY}"
+        self.history_key = f"{namespace_prefix}{HISTORY_KEY}"
         self.channel = f"{namespace_prefix}{RELEASES_CHANNEL}"
         self.heartbeat_prefix = f"{namespace_prefix}{HEARTBEAT_PREFIX}"
 
@@ -83,6 +95,30 @@ class ControlPlane:
             pipe.set(self.current_key, payload)
             pipe.publish(self.channel, payload)
             pipe.execute()
+
+    # --- what to fall back to -------------------------------------------------------
+
+    def last_good(self) -> ModelManifest | None:
+        """The release a worker last verified and served; None if none, or unreadable.
+
+        Unreadable is None rather than an error: this is a fallback, read when
+        something already went wrong, and the release history comes next.
+        """
+        raw = self.redis.get(self.last_good_key)
+        if raw is None:
+            return None
+        try:
+            return ModelManifest.model_validate_json(raw)
+        except ValidationError:
+            return None
+
+    def set_last_good(self, manifest: ModelManifest) -> None:
+        """Record `manifest` as verified and served (by a worker, once it serves it)."""
+        self.redis.set(self.last_good_key, manifest.model_dump_json())
+
+    def history(self) -> list[str]:
+        """Versions made current, newest first (the trainer's release history)."""
+        return [v.decode() for v in self.redis.lrange(self.history_key, 0, -1)]
 
     def announce(self, manifest: ModelManifest) -> int:
         """Publish `manifest` on the releases channel; returns how many listeners got it."""

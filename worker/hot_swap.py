@@ -3,20 +3,28 @@
 A background thread follows the control plane: it listens to announcements on
 `kenpin:model:releases` and reads `kenpin:model:current` every
 `release_check_interval_s` (pub/sub loses messages sent while a worker
-reconnects). For a release it has not seen, it
+reconnects). For a release it has not seen, it prepares it (`prepare_release`, the one path a
+starting worker takes too):
 
-1. downloads `models/<version>/` from S3 into `releases_dir/<version>`,
+1. downloads `models/<version>/` from S3 into a staging folder beside `releases_dir`,
 2. checks that the downloaded manifest is the announced one (same sha256),
 3. loads it: sha256 of the weights verified, safetensors only, never pickle,
 4. runs a smoke batch (finite scores, one score and one map per frame),
 5. warms it up at the serving batch size,
+6. and only then moves the staging folder to `releases_dir/<version>`;
 
-and only then offers it to the worker loop, which swaps it in between two
-batches (`Worker.step` calls `take_ready`). A release failing any step is
-refused: logged, counted in `kenpin_releases_refused_total{reason}`, recorded
-in the heartbeat, and the old model keeps serving. A refused artifact is never
-retried (versions are immutable, and a hash that did not match will not match
-next time); a download that failed is retried after `release_retry_s`.
+a refusal at any step deletes the staging folder, so what lies in
+`releases_dir/<version>` has always verified. The release is then offered to
+the worker loop, which swaps it in between two batches (`Worker.step` calls
+`take_ready`). A release failing any step is refused: logged, counted in
+`kenpin_releases_refused_total{reason}`, recorded in the heartbeat and in
+/readyz, and the old model keeps serving. A refused artifact is never retried
+(versions are immutable, and a hash that did not match will not match next
+time); a download that failed is retried after `release_retry_s`.
+
+Once a release is swapped in, it is recorded as the last good release
+(`kenpin:model:last_good`): what a worker starting while the current release is
+refused falls back to (`worker.startup`).
 
 The same thread publishes the worker's heartbeat with the version it serves.
 """
@@ -31,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -41,7 +48,7 @@ from schemas.manifest import ModelManifest
 from worker.control import ControlPlane
 from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
-from worker.model.artifact import ArtifactError, read_manifest
+from worker.model.artifact import MANIFEST_FILE, ArtifactError, read_manifest
 from worker.model.runtime import InspectionModel
 from worker.model_source import fetch_artifact
 from worker.settings import WorkerSettings
@@ -88,6 +95,71 @@ def smoke_test(model: InspectionModel, batch: int = 2) -> None:
         raise ReleaseRefused("smoke_failed", "missing or non-finite product thresholds")
 
 
+def stored_manifest(store: ObjectStore, version: str) -> ModelManifest:
+    """The manifest of release `version` as stored in the bucket; raises ReleaseRefused."""
+    try:
+        raw = store.get(f"{release_prefix(version)}/{MANIFEST_FILE}")
+    except Exception as exc:
+        raise ReleaseRefused("download_failed", repr(exc)) from exc
+    try:
+        return ModelManifest.model_validate_json(raw)
+    except ValueError as exc:
+        raise ReleaseRefused("invalid_manifest", str(exc)) from exc
+
+
+def prepare_release(
+    settings: WorkerSettings, store: ObjectStore, manifest: ModelManifest
+) -> InspectionModel:
+    """Download, verify, load, smoke-test and warm up one release; raises ReleaseRefused.
+
+    Everything happens in a staging folder, moved to `releases_dir/<version>` only
+    once the release has passed every check, and deleted on any refusal: a
+    refused artifact (a pickle named `model.safetensors`, say) must not lie where
+    a verified release is expected. The model is fully in memory after loading,
+    so moving its folder afterwards is safe.
+    """
+    folder = settings.releases_dir / manifest.version
+    staging = folder.with_name(f".{manifest.version}.{os.getpid()}.part")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        try:
+            fetch_artifact(store, release_prefix(manifest.version), staging)
+        except ArtifactError as exc:
+            raise ReleaseRefused("invalid_manifest", str(exc)) from exc
+        except Exception as exc:
+            raise ReleaseRefused("download_failed", repr(exc)) from exc
+        stored = read_manifest(staging)
+        if stored.sha256 != manifest.sha256 or stored.version != manifest.version:
+            raise ReleaseRefused(
+                "manifest_mismatch",
+                f"s3 manifest {stored.version}/{stored.sha256[:12]} is not the announced "
+                f"{manifest.version}/{manifest.sha256[:12]}",
+            )
+        try:
+            model = InspectionModel.load(
+                staging, device=settings.device, precision=settings.precision
+            )
+        except ArtifactError as exc:
+            raise ReleaseRefused(_artifact_reason(str(exc)), str(exc)) from exc
+        smoke_test(model)
+        model.warm_up(settings.max_batch)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return model
+
+
+def _artifact_reason(text: str) -> str:
+    """The metric label of an `ArtifactError` raised while loading an artifact."""
+    if "sha256" in text:
+        return "sha256_mismatch"
+    if "safetensors" in text:
+        return "not_safetensors"
+    return "invalid_artifact"
+
+
 @dataclass
 class _Refusal:
     reason: str
@@ -123,6 +195,8 @@ class HotSwap:
         self._thread: threading.Thread | None = None
         self._last_check = float("-inf")
         self._last_beat = float("-inf")
+        #: A release swapped in, to record as the last good one (None: nothing to record).
+        self._last_good_due: ModelManifest | None = None
 
     # --- the loop's side -------------------------------------------------------------
 
@@ -142,8 +216,10 @@ class HotSwap:
         self.metrics.model_swaps.inc()
         self.metrics.set_model_version(model.version)
         if self.health is not None:
-            self.health.update(model_version=model.version)
+            self.health.model_served(model.version)  # a refusal before no longer applies
         log.info("model swapped", version=model.version, previous=previous)
+        with self._lock:  # recorded by this object's thread, off the loop (`tick`)
+            self._last_good_due = model.manifest
         self._beat_safely()
 
     # --- lifecycle -------------------------------------------------------------------
@@ -174,7 +250,12 @@ class HotSwap:
                 self._stop.wait(2.0)
 
     def tick(self) -> None:
-        """Periodic work: read the current release, publish the heartbeat."""
+        """Periodic work: record a release swapped in, read the current one, beat."""
+        with self._lock:
+            served, self._last_good_due = self._last_good_due, None
+        if served is not None and not record_last_good(self.control, served):
+            with self._lock:  # Redis down: try again next tick, unless a newer swap came
+                self._last_good_due = self._last_good_due or served
         now = self.clock()
         if now - self._last_check >= self.settings.release_check_interval_s:
             self._last_check = now
@@ -223,42 +304,16 @@ class HotSwap:
 
     def prepare(self, manifest: ModelManifest) -> InspectionModel:
         """Download, verify, load, smoke-test and warm up one release; raises ReleaseRefused."""
-        folder = self.settings.releases_dir / manifest.version
-        staging = folder.with_name(f".{manifest.version}.{os.getpid()}.part")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            fetch_artifact(self.store, release_prefix(manifest.version), staging)
-        except ArtifactError as exc:
-            raise ReleaseRefused("invalid_manifest", str(exc)) from exc
-        except Exception as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ReleaseRefused("download_failed", repr(exc)) from exc
-        stored = read_manifest(staging)
-        if stored.sha256 != manifest.sha256 or stored.version != manifest.version:
-            raise ReleaseRefused(
-                "manifest_mismatch",
-                f"s3 manifest {stored.version}/{stored.sha256[:12]} is not the announced "
-                f"{manifest.version}/{manifest.sha256[:12]}",
-            )
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-        try:
-            model = InspectionModel.load(
-                folder, device=self.settings.device, precision=self.settings.precision
-            )
-        except ArtifactError as exc:
-            text = str(exc)
-            reason = (
-                "sha256_mismatch"
-                if "sha256" in text
-                else "not_safetensors"
-                if "safetensors" in text
-                else "invalid_artifact"
-            )
-            raise ReleaseRefused(reason, text) from exc
-        smoke_test(model)
-        model.warm_up(self.settings.max_batch)
-        return model
+        return prepare_release(self.settings, self.store, manifest)
+
+    def remember_refusal(self, manifest: ModelManifest, reason: str) -> None:
+        """Record a refusal made elsewhere (at start), so the periodic check does not retry it.
+
+        Without it a worker that fell back at start would download and refuse the
+        current release again at every `release_check_interval_s`.
+        """
+        with self._lock:
+            self._refused[(manifest.version, manifest.sha256)] = _Refusal(reason, self.clock())
 
     def _refuse(self, key: tuple[str, str], exc: ReleaseRefused) -> None:
         with self._lock:
@@ -266,6 +321,8 @@ class HotSwap:
             if self.pending_version == key[0]:
                 self.pending_version = None
         self.metrics.releases_refused.labels(reason=exc.reason).inc()
+        if self.health is not None:
+            self.health.release_refused(key[0], exc.reason)
         log.error(
             "release refused, old model keeps serving",
             version=key[0],
@@ -303,8 +360,14 @@ class HotSwap:
             log.warning("heartbeat failed", error=repr(exc))
 
 
-def load_release(settings: WorkerSettings, store: ObjectStore, manifest: ModelManifest) -> Path:
-    """Download a release for a worker that starts without a local model; returns its folder."""
-    folder = settings.releases_dir / manifest.version
-    fetch_artifact(store, release_prefix(manifest.version), folder)
-    return folder
+def record_last_good(control: ControlPlane, manifest: ModelManifest) -> bool:
+    """Record a release as verified and served; False (logged) when Redis is unavailable.
+
+    Never raises: the record only helps a later start, and must not stop this one.
+    """
+    try:
+        control.set_last_good(manifest)
+    except Exception as exc:
+        log.warning("last good release not recorded", version=manifest.version, error=repr(exc))
+        return False
+    return True

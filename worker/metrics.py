@@ -1,9 +1,22 @@
 """What a worker tells Prometheus and the orchestrator: throughput, outcomes, latency, health.
 
-One HTTP port serves both `/metrics` (Prometheus text format) and `/healthz`
-(JSON: status and the model version being served). A WSGI app in a daemon
-thread is enough: scrapes and probes are a few requests a minute, and the
-standard library's server keeps the worker free of a web framework.
+One HTTP port serves `/metrics` (Prometheus text format) and two probes, both JSON:
+
+- `/livez`: the worker loop has turned within `livez_stall_s` (or the process is
+  still inside its start-up grace): a loop stuck in a call shows here, and the
+  orchestrator restarts the process;
+- `/readyz`: a model is loaded and partitions are assigned, with the version served
+  and why (e.g. the last good release because the current one was refused);
+  `/healthz` is an alias kept for probes written before the split.
+
+Liveness and readiness are apart because they call for different actions: a
+worker waiting for its partitions (more workers than partitions, a rebalance)
+is healthy and must not be killed, but it does not judge frames either.
+
+A WSGI app in a daemon thread is enough: scrapes and probes are a few requests a
+minute, and the standard library's server keeps the worker free of a web
+framework. It binds loopback unless told otherwise (`KENPIN_METRICS_HOST`): the
+endpoints are unauthenticated.
 
 Metric names (all prefixed `kenpin_`):
 
@@ -13,7 +26,7 @@ Metric names (all prefixed `kenpin_`):
 - `kenpin_batch_size`: frames per forward pass (histogram)
 - `kenpin_frame_latency_seconds`: capture time to verdict (histogram)
 - `kenpin_model_info{version}`: the model release being served (always 1)
-- `kenpin_releases_refused_total{reason}`: releases the hot swap refused
+- `kenpin_releases_refused_total{reason}`: releases refused, at start or by the hot swap
 - `kenpin_model_swaps_total`: releases swapped in
 - `kenpin_normals_total{product,outcome}`: OK frames offered as normal samples
   (`stored`, `near_threshold`, `not_drawn`, `daily_cap`, `backlog`, `failed`)
@@ -23,6 +36,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
@@ -83,7 +97,7 @@ class WorkerMetrics:
         )
         self.releases_refused = Counter(
             "releases_refused",
-            "Releases refused by the hot swap (the old model kept serving), by reason.",
+            "Releases refused, at start or by the hot swap (an older model served), by reason.",
             ["reason"],
             namespace=NAMESPACE,
             registry=self.registry,
@@ -119,17 +133,38 @@ class WorkerMetrics:
         self.model.info({"version": version})
 
 
+#: Statuses of a normal life (`starting` -> `joining` -> `ok`); any other (e.g. `stopping`,
+#: `degraded`) makes the worker not ready.
+_LIFECYCLE = frozenset({"starting", "joining", "ok"})
+
+
 @dataclass
 class Health:
-    """What /healthz reports; the worker loop updates it, the HTTP thread reads it.
+    """What /livez and /readyz report; the worker updates it, the HTTP thread reads it.
 
-    `status` is "starting" until the first model is loaded, then "ok"; the loop
-    may set anything else (e.g. "degraded") to fail the probe.
+    `status` is "starting" until the loop runs, "joining" while it waits for the
+    group, then "ok"; the loop may set anything else (e.g. "degraded") to fail
+    readiness. `partitions` is None until the loop reports a count with
+    `partitions_changed`; until then status "ok" stands for "partitions assigned"
+    (what the loop set on assignment before the count existed).
     """
 
     status: str = "starting"
     model_version: str | None = None
+    partitions: int | None = None
+    #: Why the served release is not simply the current one, in words (None: nothing to say).
+    reason: str | None = None
+    #: The release refused last: {"version": ..., "reason": <metric label>}.
+    refused: dict[str, str] | None = None
+    livez_stall_s: float = 60.0
+    startup_grace_s: float = 600.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    started_at: float = field(init=False, repr=False)
+    last_turn: float | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.started_at = self.clock()  # the start-up grace of /livez counts from here
 
     def update(self, *, status: str | None = None, model_version: str | None = None) -> None:
         with self._lock:
@@ -138,20 +173,101 @@ class Health:
             if model_version is not None:
                 self.model_version = model_version
 
+    def loop_turned(self) -> None:
+        """Called once per loop step: /livez fails when this stops happening."""
+        now = self.clock()
+        with self._lock:
+            self.last_turn = now
+
+    def partitions_changed(self, count: int) -> None:
+        """Called on assignment and revocation with the partitions now held."""
+        with self._lock:
+            self.partitions = max(0, int(count))
+
+    def model_served(
+        self,
+        version: str,
+        *,
+        reason: str | None = None,
+        refused: dict[str, str] | None = None,
+    ) -> None:
+        """The model now served, and why when it is not the current release (a fallback).
+
+        Replaces the previous reason: after a swap to a release that verified,
+        an old refusal no longer explains what is served.
+        """
+        with self._lock:
+            self.model_version = version
+            self.reason = reason
+            self.refused = refused
+
+    def release_refused(self, version: str, reason: str) -> None:
+        """A release refused while `model_version` keeps serving: say so in /readyz."""
+        with self._lock:
+            self.refused = {"version": version, "reason": reason}
+            self.reason = f"serving {self.model_version}: release {version} refused ({reason})"
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        """(alive, body of /livez): the loop turned recently, or start-up is within its grace."""
+        now = self.clock()
+        with self._lock:
+            last, started = self.last_turn, self.started_at
+        if last is None:
+            alive = now - started <= self.startup_grace_s
+            since = None
+        else:
+            since = now - last
+            alive = since <= self.livez_stall_s
+        return alive, {
+            "live": alive,
+            "loop_started": last is not None,
+            "seconds_since_loop_turn": None if since is None else round(since, 3),
+            "stall_s": self.livez_stall_s,
+            "uptime_s": round(now - started, 3),
+        }
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, body of /readyz): a model loaded and partitions assigned, and what is served."""
+        with self._lock:
+            snapshot = self._snapshot()
+        if snapshot["partitions"] is None:
+            assigned = snapshot["status"] == "ok"
+        else:
+            assigned = snapshot["partitions"] > 0
+        ready = (
+            snapshot["model_version"] is not None and assigned and snapshot["status"] in _LIFECYCLE
+        )
+        return ready, {"ready": ready, **snapshot}
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"status": self.status, "model_version": self.model_version}
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "model_version": self.model_version,
+            "partitions": self.partitions,
+            "reason": self.reason,
+            "refused": None if self.refused is None else dict(self.refused),
+        }
 
 
 def make_app(metrics: WorkerMetrics, health: Health) -> WsgiApp:
-    """WSGI app: `/healthz` -> JSON (200 if status is "ok", else 503); anything else -> metrics."""
+    """WSGI app: `/livez`, `/readyz` (and `/healthz`) -> JSON, 200 or 503; else -> metrics."""
     metrics_app = make_wsgi_app(metrics.registry)
+    probes: dict[str, Callable[[], tuple[bool, dict[str, Any]]]] = {
+        "/livez": health.live,
+        "/readyz": health.ready,
+        "/healthz": health.ready,  # the probe's name before liveness and readiness split
+    }
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "/").rstrip("/") == "/healthz":
-            snapshot = health.snapshot()
-            body = json.dumps(snapshot).encode()
-            status = "200 OK" if snapshot["status"] == "ok" else "503 Service Unavailable"
+        probe = probes.get(environ.get("PATH_INFO", "/").rstrip("/"))
+        if probe is not None:
+            good, payload = probe()
+            body = json.dumps(payload).encode()
+            status = "200 OK" if good else "503 Service Unavailable"
             start_response(
                 status,
                 [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -162,9 +278,11 @@ def make_app(metrics: WorkerMetrics, health: Health) -> WsgiApp:
     return app
 
 
-def serve(app: WsgiApp, port: int, addr: str = "0.0.0.0") -> WSGIServer | None:
-    """Serve `app` on `port` from a daemon thread; port 0 means metrics are off (returns None).
+def serve(app: WsgiApp, port: int, addr: str = "127.0.0.1") -> WSGIServer | None:
+    """Serve `app` on `addr`:`port` from a daemon thread; port 0 means off (returns None).
 
+    Loopback by default: the endpoints have no authentication, so exposing them
+    (`KENPIN_METRICS_HOST=0.0.0.0` in a pod) is a deployment's explicit choice.
     Call `.shutdown()` on the returned server to stop it.
     """
     if port == 0:

@@ -152,7 +152,28 @@ class WorkerSettings(BaseSettings):
 
     # --- operations --------------------------------------------------------------
     metrics_port: int = Field(
-        default=9108, ge=0, le=65535, description="/metrics and /healthz; 0 turns them off."
+        default=9108,
+        ge=0,
+        le=65535,
+        description="/metrics, /livez and /readyz (/healthz: alias of /readyz); 0 turns them off.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the metrics and probe server binds. The endpoints have no "
+        "authentication: loopback unless a deployment opts in (0.0.0.0 in a pod).",
+    )
+    livez_stall_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="/livez fails when the worker loop has not turned for this long: a loop "
+        "stuck in a call shows, and the orchestrator restarts the process.",
+    )
+    livez_startup_grace_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="/livez passes this long after the process starts before the loop's first "
+        "turn: downloading, verifying and warming a release up takes a while.",
     )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: console on a terminal, JSON lines otherwise."

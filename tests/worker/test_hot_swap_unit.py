@@ -1,16 +1,23 @@
-"""HotSwap with in-process fakes: a good release becomes ready once, bad ones are refused once."""
+"""HotSwap with in-process fakes: a good release becomes ready once, bad ones are refused once.
+
+A refused release leaves nothing in `releases_dir`; a swapped one is recorded as last good.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from trainer.export import export
 from trainer.synthetic import generate
 from trainer.train import TrainConfig, train
 from worker.hot_swap import HotSwap
+from worker.metrics import Health
 from worker.model.artifact import MANIFEST_FILE, read_manifest
+from worker.model.backbones import sha256_file
 from worker.settings import WorkerSettings
 
 
@@ -106,3 +113,61 @@ def test_a_missing_release_is_retried_only_after_the_wait(tmp_path, artifact):
     assert swap.consider(manifest) is None  # within release_retry_s
     clock[0] = swap.settings.release_retry_s + 1
     assert swap.consider(manifest) is not None
+
+
+def test_a_refused_release_leaves_nothing_in_releases_dir(tmp_path, tmp_path_factory, artifact):
+    """Verified in staging, deleted on refusal: only releases that verified are on disk."""
+    store, control = FakeStore(), FakeControl()
+    swap = _swap(tmp_path, store, control)
+    tampered = _upload(store, artifact, "bad", corrupt=True).model_copy(
+        update={"sha256": read_manifest(artifact).sha256}
+    )
+    assert swap.consider(tampered) is None
+    pickled = read_manifest(artifact).model_copy(update={"version": "pickled"})
+    weights = tmp_path_factory.mktemp("pickle") / pickled.weights_file
+    torch.save(load_file(str(artifact / pickled.weights_file)), weights)
+    pickled = pickled.model_copy(update={"sha256": sha256_file(weights)})
+    store.put(f"models/pickled/{pickled.weights_file}", weights.read_bytes())
+    store.put(f"models/pickled/{MANIFEST_FILE}", pickled.model_dump_json().encode())
+    assert swap.consider(pickled) is None
+    assert swap.metrics.releases_refused.labels(reason="not_safetensors")._value.get() == 1
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor the staging is left
+    assert swap.consider(_upload(store, artifact, "v2")) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v2"]
+    assert sorted(p.name for p in (tmp_path / "v2").iterdir()) == sorted(
+        [MANIFEST_FILE, pickled.weights_file]
+    )
+
+
+class RecordingControl(FakeControl):
+    def __init__(self, fail: int = 0) -> None:
+        super().__init__()
+        self.fail = fail
+        self.last_good = None
+
+    def set_last_good(self, manifest) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("redis down")
+        self.last_good = manifest
+
+
+def test_a_swapped_release_is_recorded_as_last_good_off_the_loop(tmp_path, artifact):
+    store, control = FakeStore(), RecordingControl(fail=1)
+    health = Health()
+    swap = HotSwap(
+        WorkerSettings(releases_dir=tmp_path, device="cpu", max_batch=2, worker_id="w1"),
+        control,
+        store,
+        active_version="v1",
+        health=health,
+    )
+    health.release_refused("bad", "sha256_mismatch")
+    model = swap.consider(_upload(store, artifact, "v2"))
+    swap.swapped(swap.take_ready())
+    assert control.last_good is None  # the loop's thread does not wait on Redis
+    assert health.snapshot()["model_version"] == "v2" and health.snapshot()["refused"] is None
+    swap.tick()  # Redis down: kept for the next tick
+    assert control.last_good is None
+    swap.tick()
+    assert control.last_good == model.manifest
