@@ -39,6 +39,8 @@ class DeadLetterReason(StrEnum):
     """Required frame headers are absent."""
     INVALID_HEADERS = "invalid_headers"
     """Frame headers are present but malformed or inconsistent."""
+    LINE_MISMATCH = "line_mismatch"
+    """The frame's line header names another line than the topic it was read from."""
     UNKNOWN_PRODUCT = "unknown_product"
     """The current model release has no threshold for this product."""
     PROCESSING_ERROR = "processing_error"

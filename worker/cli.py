@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     cam.add_argument("--count", type=int, help="frames to send (cycles through the folder)")
     cam.add_argument("--product", help="default: inferred from an MVTec-style path")
     cam.add_argument("--camera", default="cam-1")
+    cam.add_argument(
+        "--partitions",
+        type=int,
+        default=2,
+        help="partitions of the line's frame topic, if this camera is the first to use it",
+    )
     args = parser.parse_args(argv)
 
     from worker.logs import configure_logging
@@ -32,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "camera":
         from worker.camera import stream_folder
-        from worker.kafka_io import frames_topic, make_producer
+        from worker.kafka_io import TopicAdmin, frames_topic, make_producer
 
+        # a new line's topic is made on purpose; no client creates one by sending to it
+        topics = TopicAdmin(settings, settings.topic_replication)
+        try:
+            topics.ensure(frames_topic(args.line), args.partitions)
+        finally:
+            topics.close()
         producer = make_producer(settings, client_id=f"kenpin-camera-{args.camera}")
         try:
             sent = stream_folder(
@@ -93,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         normals=normals,
     )
     worker.install_signal_handlers()
-    worker.run()
-    return 0
+    return worker.run()  # 3: the broker stayed away past KENPIN_BROKER_OUTAGE_DEADLINE_S
 
 
 if __name__ == "__main__":

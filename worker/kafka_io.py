@@ -9,6 +9,10 @@ that is decided here, in the client settings:
   its delivery timeout, so an acknowledged verdict survives a broker failure;
 - the consumer subscribes by pattern and refreshes metadata every few seconds
   (`metadata_max_age_ms`), so a new line's topic is judged without a restart;
+- no client ever creates a topic by using it (`allow_auto_create_topics=False`):
+  a frame that names another line cannot conjure that line's verdict topic. The
+  topics a worker writes to are created on purpose, by `TopicAdmin`, for the
+  lines it reads;
 - a consumer group new to a topic starts at its beginning
   (`auto_offset_reset="earliest"`): a new line's first frames are not skipped.
 
@@ -18,9 +22,13 @@ have no dots, so the line is whatever follows the last dot.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any, Protocol
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
 from schemas.deadletters import DeadLetter
@@ -28,6 +36,9 @@ from schemas.verdicts import Verdict
 
 FRAMES_TOPIC_PREFIX = "kenpin.frames."
 VERDICTS_TOPIC_PREFIX = "kenpin.verdicts."
+#: kafka-python's fetch_max_bytes default (50 MiB), kept unless one frame is larger.
+FETCH_MAX_BYTES = 52_428_800
+RESPONSE_OVERHEAD_BYTES = 1024 * 1024
 
 
 class KafkaSettings(Protocol):
@@ -66,6 +77,13 @@ def consumer_config(settings: KafkaSettings, *, client_id: str | None = None) ->
         # 30 s is the Java client's default; JoinGroup gets its own longer timeout.
         "request_timeout_ms": max(30_000, settings.session_timeout_ms + 5_000),
         "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
+        # One fetch response carries several partitions; the client refuses any network
+        # frame over receive_message_max_bytes (1 MB by default: one full-resolution frame
+        # broke it), so it must exceed the whole fetch.
+        "fetch_max_bytes": max(FETCH_MAX_BYTES, settings.kafka_max_message_bytes),
+        "receive_message_max_bytes": max(FETCH_MAX_BYTES, settings.kafka_max_message_bytes)
+        + RESPONSE_OVERHEAD_BYTES,
+        "allow_auto_create_topics": False,
     }
     if client_id:
         config["client_id"] = client_id
@@ -88,6 +106,10 @@ def producer_config(settings: KafkaSettings, *, client_id: str | None = None) ->
         # Verdicts of one batch leave together; 5 ms is small against the batch wait.
         "linger_ms": 5,
         "metadata_max_age_ms": settings.metadata_max_age_ms,
+        "allow_auto_create_topics": False,
+        # A send blocks the loop while the topic's metadata is unknown (the broker is
+        # away): fail it after 10 s and retry, instead of freezing for the 60 s default.
+        "max_block_ms": 10_000,
     }
     if client_id:
         config["client_id"] = client_id
@@ -97,14 +119,55 @@ def producer_config(settings: KafkaSettings, *, client_id: str | None = None) ->
 def make_frame_consumer(
     settings: KafkaSettings, *, client_id: str | None = None, **overrides: Any
 ) -> KafkaConsumer:
-    """A consumer in the worker group, subscribed to every frame topic matching the pattern.
+    """A consumer in the worker group, not yet subscribed (see `has_matching_topic`).
 
     `overrides` are extra KafkaConsumer options (e.g. `bootstrap_timeout_ms` in tests).
     """
-    config = consumer_config(settings, client_id=client_id) | overrides
-    consumer = KafkaConsumer(**config)
-    consumer.subscribe(pattern=settings.frames_topic_pattern)
-    return consumer
+    return KafkaConsumer(**(consumer_config(settings, client_id=client_id) | overrides))
+
+
+def has_matching_topic(consumer: KafkaConsumer, pattern: str) -> bool:
+    """Whether the broker has a topic matching `pattern` (one metadata request).
+
+    A worker subscribes only once this is true: a pattern subscription that joins
+    its group while nothing matches never got its first line's partitions from
+    Tansu (the re-join after the topic appeared was never answered), so a fresh
+    plant's first line was not judged until a restart.
+    """
+    regex = re.compile(pattern)
+    return any(regex.match(topic) for topic in consumer.topics())
+
+
+class TopicAdmin:
+    """Creates the topics a worker writes to, on purpose, for the lines it reads.
+
+    Idempotent: a topic that exists (made by another worker or by the plant's
+    operators, with their own partitions and replication) is left as it is.
+    """
+
+    def __init__(self, settings: KafkaSettings, replication: int = 1) -> None:
+        self.settings = settings
+        self.replication = replication
+        self._admin: KafkaAdminClient | None = None
+        self._known: set[str] = set()
+
+    def ensure(self, topic: str, partitions: int) -> None:
+        """Create `topic` unless it exists; raises KafkaError when the broker cannot say."""
+        if topic in self._known:
+            return
+        if self._admin is None:
+            self._admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(self.settings))
+        new = NewTopic(
+            topic, num_partitions=max(1, partitions), replication_factor=self.replication
+        )
+        with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
+            self._admin.create_topics([new])
+        self._known.add(topic)
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
 
 def make_producer(

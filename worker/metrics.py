@@ -30,6 +30,11 @@ Metric names (all prefixed `kenpin_`):
 - `kenpin_model_swaps_total`: releases swapped in
 - `kenpin_normals_total{product,outcome}`: OK frames offered as normal samples
   (`stored`, `near_threshold`, `not_drawn`, `daily_cap`, `backlog`, `failed`)
+- `kenpin_heatmaps_total{outcome}`: NG heatmap store attempts (`stored`, `store_failed`,
+  `render_failed`)
+- `kenpin_heatmap_backlog`, `kenpin_heatmap_backlog_bytes`: heatmaps waiting for S3
+- `kenpin_consumption_paused`: 1 while the worker takes no frames (backlog full, broker away)
+- `kenpin_broker_retries_total{operation}`: verdicts, dead letters, commits retried
 """
 
 from __future__ import annotations
@@ -43,7 +48,14 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, make_wsgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    make_wsgi_app,
+)
 
 NAMESPACE = "kenpin"
 
@@ -118,6 +130,39 @@ class WorkerMetrics:
             "normals",
             "OK frames offered to the normal store, by product and what became of them.",
             ["product", "outcome"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.heatmaps = Counter(
+            "heatmaps",
+            "NG heatmap store attempts: stored, store_failed (retried), render_failed.",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.heatmap_backlog = Gauge(
+            "heatmap_backlog",
+            "NG heatmaps waiting to be stored (grows during an S3 outage).",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.heatmap_backlog_bytes = Gauge(
+            "heatmap_backlog_bytes",
+            "Memory held by the heatmaps waiting to be stored.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.consumption_paused = Gauge(
+            "consumption_paused",
+            "1 while the worker has paused taking frames (heatmap backlog full, broker "
+            "refusing verdicts or commits), else 0.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.broker_retries = Counter(
+            "broker_retries",
+            "Verdicts, dead letters and commits the broker refused and the worker retried.",
+            ["operation"],
             namespace=NAMESPACE,
             registry=self.registry,
         )

@@ -1,15 +1,24 @@
 """The worker's loop: poll -> decode -> micro-batch -> judge -> publish -> store -> commit.
 
-Delivery is at least once with idempotent outputs (ARCHITECTURE.md): a batch's
-offsets are committed only after every verdict and dead letter of the batch is
-acknowledged by the broker and every heatmap of it is stored. Batches complete
-in order, so committing "highest offset + 1" per partition never skips a frame.
-Anything not yet committed when the worker dies is judged again by whoever owns
-the partition next; outputs are keyed by frame id, so a replay overwrites.
+Delivery is at least once with idempotent outputs (docs/architecture.md): a
+frame's offset is committed only after its verdict or dead letter is
+acknowledged by the broker and, for an NG part, its heatmap is stored
+(`worker.offsets` keeps that per partition). Anything not yet committed when
+the worker dies is judged again by whoever owns the partition next; outputs are
+keyed by frame id, so a replay overwrites.
+
+The line is the topic's: a frame whose `line` header names another line is a
+dead letter, so a camera cannot write verdicts or heatmaps into another line.
+
+Faults degrade, they do not stop the line. Heatmaps are stored off the hot path
+(`worker.heatmap_backlog`) and retried through an S3 outage while verdicts keep
+flowing; when that backlog is full, or the broker refuses verdicts or commits,
+consumption is paused, not the process killed, and everything is retried. Only
+a broker that stays away past `broker_outage_deadline_s` ends the worker, with
+one clear log line and exit code 3.
 
 Decoding runs in a thread pool while the model judges the previous batch
-(OpenCV releases the GIL); heatmaps are rendered and stored in another pool, off
-the hot path, and their completion only gates the commit, not the next batch.
+(OpenCV releases the GIL).
 """
 
 from __future__ import annotations
@@ -18,8 +27,9 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,27 +41,35 @@ from schemas.deadletters import DeadLetter, DeadLetterReason
 from schemas.frames import FrameHeaders, FrameHeadersError
 from schemas.verdicts import Verdict
 from worker.decode import DecodeError, decode_frame
-from worker.heatmaps import frame_key, heatmap_key, render_overlay
+from worker.heatmap_backlog import HeatmapBacklog, HeatmapJob
+from worker.heatmaps import heatmap_key
 from worker.hot_swap import HotSwap
 from worker.kafka_io import (
+    TopicAdmin,
+    has_matching_topic,
     line_from_topic,
     make_frame_consumer,
     make_producer,
     send_dead_letter,
     send_verdict,
+    verdict_topic,
 )
 from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
 from worker.model.runtime import InspectionModel
 from worker.normals import NormalSampler
+from worker.offsets import OffsetTracker, Output
 from worker.settings import WorkerSettings
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 
-#: A commit that takes longer fails (and, on the hot path, stops the worker, whose
-#: uncommitted frames are then judged again): better than a loop blocked for good.
-COMMIT_TIMEOUT_MS = 30_000
+#: One commit attempt; a failed one is retried (consumption paused) until
+#: `broker_outage_deadline_s`.
+COMMIT_TIMEOUT_MS = 10_000
+#: Exit status of a worker that gave up on an unreachable broker.
+EXIT_BROKER_UNREACHABLE = 3
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.5, 10.0
 
 
 class Rejected(Exception):
@@ -80,22 +98,6 @@ class Pending:
     polled_at: float
 
 
-@dataclass
-class Completion:
-    """What must finish before a batch's offsets may be committed."""
-
-    offsets: dict[TopicPartition, int]
-    waits: list[Future] = field(default_factory=list)
-
-    def done(self) -> bool:
-        return all(f.done() for f in self.waits)
-
-    def result(self) -> None:
-        """Raise the first failure: a verdict the broker refused, a heatmap not stored."""
-        for f in self.waits:
-            f.result()
-
-
 class Worker:
     """One consumer in the worker group. `run()` until `stop()` or SIGTERM."""
 
@@ -111,6 +113,7 @@ class Worker:
         health: Health | None = None,
         hot_swap: HotSwap | None = None,
         normals: NormalSampler | None = None,
+        topics: TopicAdmin | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -120,13 +123,30 @@ class Worker:
         self.health = health or Health()
         self.store = store or ObjectStore.from_settings(settings)
         self.producer = producer or make_producer(settings)
-        self.consumer = self._subscribed(consumer or make_frame_consumer(settings))
+        self.topics = topics or TopicAdmin(settings, settings.topic_replication)
+        self.consumer = consumer or make_frame_consumer(settings)
+        self.subscribed = False
+        self._next_topic_check = 0.0
         # when the current group join started; None while partitions are assigned
-        self.joining_since: float | None = time.monotonic()
+        self.joining_since: float | None = None
         self.decoders = ThreadPoolExecutor(settings.decode_threads, "decode")
-        self.uploads = ThreadPoolExecutor(2, "heatmap")
+        self.heatmaps = HeatmapBacklog(
+            self.store,
+            self.metrics,
+            max_items=settings.heatmap_backlog_max,
+            max_bytes=settings.heatmap_backlog_max_bytes,
+            retry_max_s=settings.s3_retry_max_s,
+        )
         self.buffer: deque[Pending] = deque()
-        self.completions: deque[Completion] = deque()
+        self.tracker = OffsetTracker()
+        self.committed: dict[TopicPartition, int] = {}
+        self.paused = False
+        # the broker refusing verdicts or commits since (monotonic); None while it accepts
+        self.broker_failing_since: float | None = None
+        self._retry_commit_at = 0.0
+        self._commit_backoff_s = _RETRY_FIRST_S
+        self.resent: list[Output] = []  # outputs sent again, until acknowledged
+        self.exit_code = 0
         self._stop = threading.Event()
         self.metrics.set_model_version(model.version)
         self.health.update(model_version=model.version)
@@ -141,7 +161,8 @@ class Worker:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Judge frames until stopped; returns the process exit status (0, or 3: broker gone)."""
         log.info(
             "worker started",
             model=self.model.version,
@@ -153,10 +174,12 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self.step()
-            # Frames still buffered are not committed: the next owner judges them.
-            self.drain()
+            if self.exit_code == 0:
+                # Frames still buffered are not committed: the next owner judges them.
+                self.drain(self.settings.shutdown_grace_s)
         finally:
             self.close()
+        return self.exit_code
 
     def close(self) -> None:
         self.health.update(status="stopping")
@@ -165,18 +188,22 @@ class Worker:
         if self.normals is not None:
             self.normals.close()
         self.decoders.shutdown(wait=True, cancel_futures=True)
-        self.uploads.shutdown(wait=True)
-        self.producer.flush()
-        self.producer.close()
-        self.consumer.close(autocommit=False)
-        log.info("worker stopped")
+        self.heatmaps.close()
+        self.producer.close(timeout=self.settings.shutdown_grace_s)
+        self.topics.close()
+        self.consumer.close(autocommit=False, timeout_ms=int(self.settings.shutdown_grace_s * 1000))
+        log.info("worker stopped", exit_code=self.exit_code)
 
     # --- the loop ----------------------------------------------------------------------
 
     def step(self) -> None:
         """One turn: take what arrived, judge one batch if it is due, commit what is done."""
+        self.health.loop_turned()
         self.swap_if_ready()
+        if not self.subscribe_once_a_line_exists():
+            return
         self.restart_consumer_if_stalled()
+        self.flow_control()
         wait_ms = self._poll_timeout_ms()
         polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.settings.max_batch * 4)
         now = time.monotonic()
@@ -192,19 +219,35 @@ class Worker:
             )
         self.commit_done()
 
-    def _subscribed(self, consumer: KafkaConsumer) -> KafkaConsumer:
-        """Subscribe with a listener, so that a rebalance commits what is done first."""
-        consumer.subscribe(
-            pattern=self.settings.frames_topic_pattern, listener=_CommitOnRevoke(self)
-        )
-        return consumer
+    def subscribe_once_a_line_exists(self) -> bool:
+        """Subscribe by pattern once a frame topic exists; False (and a short wait) until then."""
+        if self.subscribed:
+            return True
+        now = time.monotonic()
+        if now >= self._next_topic_check:
+            self._next_topic_check = now + self.settings.metadata_max_age_ms / 1000
+            try:
+                found = has_matching_topic(self.consumer, self.settings.frames_topic_pattern)
+            except KafkaError as exc:
+                log.warning("cannot list topics yet", error=repr(exc))
+                found = False
+            if found:
+                self.consumer.subscribe(
+                    pattern=self.settings.frames_topic_pattern, listener=_Rebalance(self)
+                )
+                self.subscribed = True
+                self.joining_since = time.monotonic()
+                log.info("line topics found, joining the group")
+                return True
+        self._stop.wait(0.1)
+        return False
 
     def restart_consumer_if_stalled(self) -> None:
         """A join that never completes would stop the line silently: start a new consumer.
 
         Seen with kafka-python against Tansu (the leader's SyncGroup answered, the
         assignment never applied); the cure is generic, for any client or broker
-        fault that leaves the consumer out of its group. Finished batches are
+        fault that leaves the consumer out of its group. Finished frames are
         committed if the group still accepts it; the rest is judged again.
         """
         if self.joining_since is None:
@@ -214,15 +257,16 @@ class Worker:
             return
         log.warning("group rebalance stalled, restarting the consumer", seconds=round(stalled))
         self.metrics.consumer_restarts.inc()
-        try:
-            self.drain()
-        except KafkaError as exc:  # the generation is gone: those frames are judged again
-            log.warning("could not commit before the restart", error=repr(exc))
-        self.completions.clear()
+        self._commit(self.tracker.committable())
+        self.tracker.clear()
+        self.committed.clear()
         self.buffer.clear()
+        self.paused = False
         self.consumer.close(autocommit=False, timeout_ms=COMMIT_TIMEOUT_MS)
-        self.consumer = self._subscribed(make_frame_consumer(self.settings))
-        self.joining_since = time.monotonic()
+        self.consumer = make_frame_consumer(self.settings)
+        self.subscribed = False
+        self._next_topic_check = 0.0
+        self.joining_since = None
 
     def swap_if_ready(self) -> None:
         """Serve a release the hot swap has verified and warmed; only ever between batches."""
@@ -230,6 +274,29 @@ class Worker:
         if ready is not None:
             self.model = ready
             self.hot_swap.swapped(ready)
+
+    def flow_control(self) -> None:
+        """Pause taking frames while heatmaps cannot be stored or the broker refuses outputs.
+
+        Kafka's pause stops fetching but keeps the group membership: the partitions
+        stay this worker's, and frames wait in the broker, not in memory.
+        """
+        wanted = self.heatmaps.full() or self.broker_failing_since is not None
+        assignment = self.consumer.assignment()
+        if wanted:
+            if assignment:
+                self.consumer.pause(*assignment)  # again after a rebalance: new partitions
+            if not self.paused:
+                log.warning(
+                    "consumption paused",
+                    heatmaps_waiting=self.heatmaps.waiting,
+                    broker_failing=self.broker_failing_since is not None,
+                )
+        elif self.paused:
+            self.consumer.resume(*self.consumer.paused())
+            log.info("consumption resumed")
+        self.paused = wanted
+        self.metrics.consumption_paused.set(1 if wanted else 0)
 
     def _poll_timeout_ms(self) -> int:
         if not self.buffer:
@@ -250,6 +317,14 @@ class Worker:
             headers = FrameHeaders.from_kafka_headers(record.headers)
         except FrameHeadersError as exc:
             raise Rejected(exc.reason, str(exc)) from exc
+        line = line_from_topic(record.topic)
+        if headers.line != line:
+            raise Rejected(
+                DeadLetterReason.LINE_MISMATCH,
+                f"frame says line {headers.line!r} but came from {record.topic!r} "
+                f"(line {line!r}): the topic decides the line",
+                headers.frame_id,
+            )
         if self.model.threshold(headers.product) is None:
             raise Rejected(
                 DeadLetterReason.UNKNOWN_PRODUCT,
@@ -267,29 +342,36 @@ class Worker:
     def judge_batch(self, batch: list[Pending]) -> None:
         """One forward pass for the decodable frames, a dead letter for each of the rest."""
         model = self.model  # a hot swap replaces self.model only between batches
-        completion = Completion(_next_offsets(p.record for p in batch))
+        outputs: dict[int, list[Output]] = {}
         frames: list[tuple[Pending, Decoded]] = []
-        for pending in batch:
+        for i, pending in enumerate(batch):
             self.metrics.frames.labels(line=_line(pending.record.topic)).inc()
             try:
                 frames.append((pending, _fit(model, pending.decoded.result())))
             except Rejected as exc:
-                completion.waits.append(self._dead_letter(pending.record, exc))
+                outputs[i] = [self._dead_letter(pending.record, exc)]
             except Exception as exc:  # a bug must not stop the line: dead-letter the frame
                 log.exception("decode failed unexpectedly", offset=pending.record.offset)
-                completion.waits.append(
+                outputs[i] = [
                     self._dead_letter(
                         pending.record, Rejected(DeadLetterReason.PROCESSING_ERROR, repr(exc))
                     )
-                )
+                ]
         if frames:
             judgement = model.judge([d.prepared for _, d in frames])
             self.metrics.batch_size.observe(len(frames))
+            index = {id(p): i for i, p in enumerate(batch)}
             for (pending, decoded), score, amap in zip(
                 frames, judgement.scores, judgement.maps, strict=True
             ):
-                completion.waits.extend(self._verdict(model, pending, decoded, float(score), amap))
-        self.completions.append(completion)
+                outputs[index[id(pending)]] = self._verdict(
+                    model, pending, decoded, float(score), amap
+                )
+        for i, pending in enumerate(batch):
+            record = pending.record
+            self.tracker.add(
+                TopicPartition(record.topic, record.partition), record.offset, outputs[i]
+            )
 
     def _verdict(
         self,
@@ -298,8 +380,8 @@ class Worker:
         decoded: Decoded,
         score: float,
         amap: np.ndarray,
-    ) -> list[Future]:
-        headers = decoded.headers
+    ) -> list[Output]:
+        headers = decoded.headers  # headers.line is the topic's line (checked at decode)
         threshold = model.threshold(headers.product)
         assert threshold is not None  # checked at decode time
         ng = score > threshold
@@ -312,45 +394,26 @@ class Worker:
             model_version=model.version,
             heatmap_key=key,
         )
-        waits: list[Future] = [
-            _acked(send_verdict(self.producer, verdict, self.settings.verdicts_topic_prefix))
+        partitions = len(self.consumer.partitions_for_topic(pending.record.topic) or ()) or 1
+        topic = verdict_topic(headers.line, self.settings.verdicts_topic_prefix)
+        outputs = [
+            self._send(
+                "verdict",
+                lambda: send_verdict(self.producer, verdict, self.settings.verdicts_topic_prefix),
+                topic,
+                partitions,
+            )
         ]
         self.metrics.verdicts.labels(result=verdict.result).inc()
         self.metrics.latency.observe(max(0.0, verdict.latency_ms / 1000))
         if not ng and self.normals is not None:
             self.normals.offer(headers, pending.record.value, score, threshold)
         if ng:
-            waits.append(
-                self.uploads.submit(
-                    self._store_ng, headers, pending.record.value, decoded.original, amap, threshold
-                )
-            )
-        return waits
+            job = HeatmapJob(headers, pending.record.value, decoded.original, amap, threshold)
+            outputs.append(Output(self.heatmaps.submit(job)))
+        return outputs
 
-    def _store_ng(
-        self,
-        headers: FrameHeaders,
-        raw: bytes,
-        original: np.ndarray,
-        amap: np.ndarray,
-        threshold: float,
-    ) -> None:
-        """Heatmap overlay and the original bytes, beside each other, for operator review."""
-        png = render_overlay(
-            original, amap, vmin=float(np.median(amap)), vmax=max(threshold, float(amap.max()))
-        )
-        self.store.put(
-            heatmap_key(headers.line, headers.capture_time, headers.frame_id), png, "image/png"
-        )
-        self.store.put(
-            frame_key(headers.line, headers.capture_time, headers.frame_id, headers.content_type),
-            raw,
-            headers.content_type,
-            # lets an operator file the frame as a normal of its product (mark-good)
-            metadata={"product": headers.product, "frame-id": headers.frame_id},
-        )
-
-    def _dead_letter(self, record: Any, exc: Rejected) -> Future:
+    def _dead_letter(self, record: Any, exc: Rejected) -> Output:
         letter = DeadLetter.from_record(
             reason=exc.reason,
             detail=exc.detail,
@@ -372,57 +435,172 @@ class Worker:
             partition=record.partition,
             offset=record.offset,
         )
-        return _acked(send_dead_letter(self.producer, letter, self.settings.deadletter_topic))
+        return self._send(
+            "dead_letter",
+            lambda: send_dead_letter(self.producer, letter, self.settings.deadletter_topic),
+            self.settings.deadletter_topic,
+            1,
+        )
+
+    def _send(self, operation: str, send: Callable[[], Any], topic: str, partitions: int) -> Output:
+        """Send through the producer, creating `topic` first if needed; failures are retried.
+
+        The topic is one this worker may write to (the verdict topic of a line it
+        reads, or the dead-letter topic), created on purpose: the producer never
+        creates one by sending.
+        """
+
+        def attempt() -> Future:
+            future: Future = Future()
+            try:
+                self.topics.ensure(topic, partitions)
+                _chain(send(), future)
+            except KafkaError as exc:  # broker away: no metadata, buffer full, ...
+                future.set_exception(exc)
+            return future
+
+        return Output(attempt(), resend=attempt, operation=operation)
 
     # --- commits -----------------------------------------------------------------------
 
     def commit_done(self) -> None:
-        """Commit, in order, every leading batch whose outputs are all acknowledged."""
-        offsets: dict[TopicPartition, int] = {}
-        while self.completions and self.completions[0].done():
-            completion = self.completions.popleft()
-            completion.result()  # a failed verdict or heatmap stops here: no commit, crash
-            offsets.update(completion.offsets)
+        """Retry refused outputs, then commit each partition up to its oldest pending frame."""
+        self._retry_failed_outputs()
+        if self.exit_code:
+            return
+        offsets = {
+            tp: offset
+            for tp, offset in self.tracker.committable().items()
+            if self.committed.get(tp) != offset
+        }
         if offsets:
+            if time.monotonic() < self._retry_commit_at:
+                return
+            if not self._commit(offsets):
+                self.metrics.broker_retries.labels(operation="commit").inc()
+                self._broker_failing("commit")
+                self._retry_commit_at = time.monotonic() + self._commit_backoff_s
+                self._commit_backoff_s = min(self._commit_backoff_s * 2, _RETRY_MAX_S)
+                return
+            self._commit_backoff_s = _RETRY_FIRST_S
+        # recovered once every output sent again has been acknowledged, and commits pass
+        self.resent = [o for o in self.resent if not o.done()]
+        if not self.resent:
+            self._broker_recovered()
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """One commit attempt; True if the broker took it."""
+        if not offsets:
+            return True
+        try:
             self.consumer.commit(
                 {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
                 timeout_ms=COMMIT_TIMEOUT_MS,
             )
+        except KafkaError as exc:
+            log.warning("commit refused, will retry", error=repr(exc))
+            return False
+        self.committed.update(offsets)
+        return True
 
-    def drain(self) -> None:
-        """Wait for every batch in flight and commit it (shutdown, partitions revoked)."""
-        self.producer.flush()
-        for completion in self.completions:
-            completion.result()
+    def _retry_failed_outputs(self) -> None:
+        """Send again what the broker refused; give up only past the outage deadline."""
+        failed = self.tracker.failed_outputs()
+        for output in failed:
+            if output.resend is None:  # a heatmap abandoned at shutdown: not committed
+                continue
+            self._broker_failing(output.operation, output.failed())
+            if self.exit_code:
+                return
+            self.metrics.broker_retries.labels(operation=output.operation).inc()
+            output.attempts += 1
+            output.future = output.resend()
+            if output not in self.resent:
+                self.resent.append(output)
+            if output.failed() is not None:
+                break  # refused at once (no metadata): the broker is away, try next turn
+
+    def _broker_failing(self, operation: str, error: BaseException | None = None) -> None:
+        now = time.monotonic()
+        if self.broker_failing_since is None:
+            self.broker_failing_since = now
+            log.warning(
+                "broker refusing outputs; pausing consumption and retrying",
+                operation=operation,
+                error=repr(error) if error else None,
+                deadline_s=self.settings.broker_outage_deadline_s,
+            )
+        elif now - self.broker_failing_since > self.settings.broker_outage_deadline_s:
+            log.error(
+                "broker unreachable past the deadline, exiting: uncommitted frames will be "
+                "judged again by the next owner",
+                operation=operation,
+                outage_s=round(now - self.broker_failing_since),
+                uncommitted_frames=self.tracker.pending() + len(self.buffer),
+            )
+            self.exit_code = EXIT_BROKER_UNREACHABLE
+            self._stop.set()
+
+    def _broker_recovered(self) -> None:
+        if self.broker_failing_since is not None:
+            log.info(
+                "broker accepting outputs again",
+                outage_s=round(time.monotonic() - self.broker_failing_since, 1),
+            )
+            self.broker_failing_since = None
+
+    def drain(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for outputs in flight, and commit what is done."""
+        deadline = time.monotonic() + timeout_s
+        self.producer.flush(timeout=timeout_s)
+        self._retry_commit_at = 0.0
+        while self.tracker.pending() and time.monotonic() < deadline:
+            self.commit_done()
+            time.sleep(0.05)
+        self._retry_commit_at = 0.0
         self.commit_done()
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):
     """Before partitions move to another worker, commit what this one finished."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.worker.joining_since = time.monotonic()  # a rebalance starts with a revoke
+        worker = self.worker
+        worker.joining_since = time.monotonic()  # a rebalance starts with a revoke
         if not revoked:
             return
-        self.worker.drain()
         lost = set(revoked)
-        # buffered frames of lost partitions will be judged by their new owner
-        self.worker.buffer = deque(
+        worker.health.partitions_changed(0)
+        worker.producer.flush(timeout=worker.settings.shutdown_grace_s)
+        # what is done is committed; pending frames are judged again by the new owner
+        worker._commit({tp: o for tp, o in worker.tracker.committable().items() if tp in lost})
+        worker.tracker.forget(lost)
+        for tp in lost:
+            worker.committed.pop(tp, None)
+        worker.buffer = deque(
             p
-            for p in self.worker.buffer
+            for p in worker.buffer
             if TopicPartition(p.record.topic, p.record.partition) not in lost
         )
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.worker.joining_since = None
-        self.worker.health.update(status="ok")
+        worker = self.worker
+        worker.joining_since = None
+        worker.health.partitions_changed(len(assigned))
+        worker.health.update(status="ok")
         log.info(
             "partitions assigned",
             partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned),
         )
+
+
+def _chain(send: Any, future: Future) -> None:
+    """Complete `future` when the Kafka send `send` is acknowledged or fails."""
+    send.add_callback(future.set_result)
+    send.add_errback(future.set_exception)
 
 
 def _fit(model: InspectionModel, decoded: Decoded) -> Decoded:
@@ -436,22 +614,6 @@ def _fit(model: InspectionModel, decoded: Decoded) -> Decoded:
     if decoded.prepared.shape[:2] != (model.image_size, model.image_size):
         decoded.prepared = model.prepare(decoded.original)
     return decoded
-
-
-def _acked(send: Any) -> Future:
-    """A Kafka send as a standard Future, done when the broker acknowledged the record."""
-    future: Future = Future()
-    send.add_callback(future.set_result)
-    send.add_errback(future.set_exception)
-    return future
-
-
-def _next_offsets(records: Any) -> dict[TopicPartition, int]:
-    offsets: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-    return offsets
 
 
 def _line(topic: str) -> str:

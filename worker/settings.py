@@ -37,6 +37,25 @@ class WorkerSettings(BaseSettings):
     verdicts_topic_prefix: str = "kenpin.verdicts."
     deadletter_topic: str = "kenpin.deadletter"
     consumer_group: str = "kenpin-workers"
+    topic_replication: int = Field(
+        default=1,
+        ge=1,
+        description="Replication factor of the verdict and dead-letter topics the worker "
+        "creates when they are missing (it never lets a send create a topic).",
+    )
+    broker_outage_deadline_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long the worker keeps retrying verdicts and commits the broker "
+        "refuses (consumption paused meanwhile) before it exits with a clear log line; "
+        "what it had not committed is judged again by the next owner.",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, how long to wait for pending verdicts and heatmaps before "
+        "committing what is done and exiting.",
+    )
     rebalance_stall_s: float = Field(
         default=120.0,
         ge=1.0,
@@ -124,6 +143,23 @@ class WorkerSettings(BaseSettings):
     s3_secret_key: SecretStr = SecretStr("")
     s3_bucket: str = "kenpin"
     s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3.")
+    heatmap_backlog_max: int = Field(
+        default=2000,
+        ge=1,
+        description="Most NG heatmaps waiting for S3 (an outage): beyond it the worker pauses "
+        "consumption, never drops a heatmap; verdicts keep flowing until then.",
+    )
+    heatmap_backlog_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most memory the waiting heatmaps (frame, map, original bytes) may hold.",
+    )
+    s3_retry_max_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait between two attempts to store a heatmap while S3 fails "
+        "(exponential backoff from 0.5 s).",
+    )
 
     # --- model -------------------------------------------------------------------
     model_path: Path = Field(

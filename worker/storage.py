@@ -10,12 +10,18 @@ Works with any S3-compatible server (MinIO, SeaweedFS, AWS S3).
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 from pydantic import SecretStr
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
 
 
 class S3Settings(Protocol):
@@ -40,6 +46,24 @@ def make_s3_client(settings: S3Settings) -> Minio:
         access_key=access_key,
         secret_key=secret_key,
         secure=settings.s3_secure,
+        http_client=_http_client(),
+    )
+
+
+def _http_client() -> urllib3.PoolManager:
+    """MinIO's own pool, with timeouts a worker can live with.
+
+    MinIO waits 5 minutes for a connect or a read by default: an S3 server that
+    hangs (not down: it accepts and never answers) would hold a heatmap thread and
+    a shutdown that long. Callers retry on their own (the heatmap backlog), so a
+    short attempt with few retries is the better unit.
+    """
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
 
 

@@ -41,16 +41,36 @@ class FakeConsumer:
     def __init__(self, **config):
         self.config = config
         self.pattern = None
+        self.known = {"kenpin.verdicts.l1", "__consumer_offsets"}
 
     def subscribe(self, topics=(), pattern=None, listener=None):
         self.pattern = pattern
 
+    def topics(self):
+        return self.known
 
-def test_frame_consumer_subscribes_by_pattern(settings, monkeypatch):
+
+def test_frame_consumer_subscribes_only_when_a_line_exists(settings, monkeypatch):
     monkeypatch.setattr(kafka_io, "KafkaConsumer", FakeConsumer)
     consumer = kafka_io.make_frame_consumer(settings)
-    assert consumer.pattern == r"^kenpin\.frames\..*"
+    assert consumer.pattern is None  # the worker subscribes once a line topic exists
     assert consumer.config["enable_auto_commit"] is False
+    assert not kafka_io.has_matching_topic(consumer, settings.frames_topic_pattern)
+    consumer.known.add("kenpin.frames.l1")
+    assert kafka_io.has_matching_topic(consumer, settings.frames_topic_pattern)
+
+
+def test_no_client_creates_topics_by_using_them(settings):
+    assert kafka_io.consumer_config(settings)["allow_auto_create_topics"] is False
+    assert kafka_io.producer_config(settings)["allow_auto_create_topics"] is False
+
+
+def test_consumer_accepts_network_frames_as_large_as_a_whole_fetch(settings):
+    big = settings.model_copy(update={"kafka_max_message_bytes": 64 * 1024 * 1024})
+    for s in (settings, big):
+        config = kafka_io.consumer_config(s)
+        assert config["fetch_max_bytes"] >= s.kafka_max_message_bytes
+        assert config["receive_message_max_bytes"] > config["fetch_max_bytes"]
 
 
 def test_real_kafka_python_accepts_the_configs(settings):

@@ -1,19 +1,23 @@
 """The worker loop with in-process fakes: commit rules, dead letters, stalled rebalances.
 
 The real-server behaviour is in tests/integration; these pin the rules that keep
-a verdict from being lost: offsets move only after every output of a batch is
-acknowledged, a failed send stops the commit, a stuck group join restarts the
-consumer.
+a verdict from being lost: offsets move only after every output of a frame is
+acknowledged, a refused send is sent again (never given up before the outage
+deadline), a heatmap that waits holds back only its own partition, a frame that
+names another line is a dead letter, a stuck group join restarts the consumer.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import namedtuple
 from datetime import UTC, datetime
 
 import cv2
 import numpy as np
 import pytest
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
 from schemas.deadletters import DeadLetter
@@ -79,6 +83,27 @@ class FakeConsumer:
         self.commits: list[dict] = []
         self.listener = None
         self.closed = False
+        self.paused_partitions: set[TopicPartition] = set()
+        self.assigned: set[TopicPartition] = {TopicPartition("kenpin.frames.l1", 0)}
+        self.refuse_commits = False
+
+    def topics(self):
+        return {"kenpin.frames.l1"}
+
+    def partitions_for_topic(self, topic):
+        return {0, 1}
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def pause(self, *partitions):
+        self.paused_partitions |= set(partitions)
+
+    def resume(self, *partitions):
+        self.paused_partitions -= set(partitions)
+
+    def paused(self):
+        return set(self.paused_partitions)
 
     def subscribe(self, pattern=None, listener=None):
         self.listener = listener
@@ -92,6 +117,8 @@ class FakeConsumer:
         return polled
 
     def commit(self, offsets, timeout_ms=None):
+        if self.refuse_commits:
+            raise KafkaTimeoutError("commit timed out")
         self.commits.append({tp: o.offset for tp, o in offsets.items()})
 
     def close(self, autocommit=True, timeout_ms=None):
@@ -99,11 +126,30 @@ class FakeConsumer:
 
 
 class FakeStore:
+    """An S3 bucket that can be 'down' (every put fails) and brought back."""
+
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.up = threading.Event()
+        self.up.set()
 
     def put(self, key, data, content_type="application/octet-stream", metadata=None):
+        if not self.up.is_set():
+            raise ConnectionRefusedError("S3 is down")
         self.objects[key] = data
+
+
+class FakeTopics:
+    """Records the topics the worker creates on purpose."""
+
+    def __init__(self) -> None:
+        self.created: dict[str, int] = {}
+
+    def ensure(self, topic, partitions):
+        self.created.setdefault(topic, partitions)
+
+    def close(self):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +193,22 @@ def make_worker(model, consumer, producer=None, **settings) -> service.Worker:
         consumer=consumer,
         producer=producer or FakeProducer(),
         store=FakeStore(),
+        topics=FakeTopics(),
     )
+
+
+def heatmaps_settled(worker: service.Worker, timeout_s: float = 10.0) -> None:
+    """Wait until the heatmap backlog is empty (stored, or nothing was flagged)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.heatmaps.waiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.heatmaps.waiting == 0
 
 
 def run_steps(worker: service.Worker, steps: int) -> None:
     for _ in range(steps):
         worker.step()
-    worker.uploads.shutdown(wait=True)  # heatmaps stored
+    heatmaps_settled(worker)
     worker.commit_done()
 
 
@@ -182,24 +237,137 @@ def test_no_commit_until_every_verdict_is_acknowledged(model):
     assert consumer.commits == [{TopicPartition("kenpin.frames.l1", 0): 2}]
 
 
-def test_a_refused_verdict_stops_the_commit(model):
+def test_a_refused_verdict_is_sent_again_and_committed_only_then(model):
     consumer = FakeConsumer([[frame(0)]])
     producer = FakeProducer()
     producer.fail = True
     worker = make_worker(model, consumer, producer)
     worker.step()
-    worker.uploads.shutdown(wait=True)
-    with pytest.raises(RuntimeError, match="broker refused"):
-        worker.commit_done()
+    heatmaps_settled(worker)
+    worker.commit_done()
+    assert consumer.commits == []  # refused: nothing committed, no crash
+    assert worker.broker_failing_since is not None
+    worker.flow_control()
+    assert consumer.paused_partitions == consumer.assigned  # no new frames meanwhile
+    producer.fail = False
+    worker.commit_done()  # sent again, acknowledged this time
+    verdicts = [v for t, v in producer.sent if t == "kenpin.verdicts.l1"]
+    assert len(verdicts) >= 2 and len({Verdict.from_json(v).frame_id for v in verdicts}) == 1
+    assert consumer.commits == [{TopicPartition("kenpin.frames.l1", 0): 1}]
+    assert worker.broker_failing_since is None
+    worker.flow_control()
+    assert consumer.paused_partitions == set()
+
+
+def test_a_broker_away_past_the_deadline_ends_the_worker_with_exit_code_3(model):
+    consumer = FakeConsumer([[frame(0)]])
+    producer = FakeProducer()
+    producer.fail = True
+    worker = make_worker(model, consumer, producer, broker_outage_deadline_s=0.01)
+    worker.step()
+    worker.commit_done()
+    time.sleep(0.02)
+    worker.commit_done()
+    assert worker.exit_code == service.EXIT_BROKER_UNREACHABLE
     assert consumer.commits == []
+    assert worker.run() == service.EXIT_BROKER_UNREACHABLE  # stopped: closes and says why
+
+
+def test_refused_commits_pause_consumption_and_are_retried(model):
+    consumer = FakeConsumer([[frame(0)]])
+    consumer.refuse_commits = True
+    worker = make_worker(model, consumer)
+    run_steps(worker, 1)
+    assert consumer.commits == [] and worker.broker_failing_since is not None
+    worker.flow_control()
+    assert consumer.paused_partitions
+    consumer.refuse_commits = False
+    worker._retry_commit_at = 0.0  # skip the backoff
+    worker.commit_done()
+    assert consumer.commits == [{TopicPartition("kenpin.frames.l1", 0): 1}]
+    worker.flow_control()
+    assert not consumer.paused_partitions
+
+
+def test_a_heatmap_waiting_for_s3_holds_back_only_its_own_partition(model):
+    ng, ok = frame(0, partition=0), frame(0, partition=1)
+    consumer = FakeConsumer([[ng]])
+    worker = make_worker(model, consumer)
+    worker.store.up.clear()  # S3 down
+    worker.step()
+    consumer.batches.append([ok])
+    worker.model.manifest.products["bottle"].threshold = 1e9  # the next frame is OK
+    try:
+        worker.step()
+    finally:
+        worker.model.manifest.products["bottle"].threshold = 0.0
+    worker.commit_done()
+    # the OK frame's partition commits; the NG frame's waits for its heatmap
+    assert consumer.commits == [{TopicPartition("kenpin.frames.l1", 1): 1}]
+    assert worker.heatmaps.waiting == 1
+    worker.store.up.set()  # S3 back: the backlog is stored, the partition commits
+    heatmaps_settled(worker)
+    worker.commit_done()
+    assert consumer.commits[-1] == {TopicPartition("kenpin.frames.l1", 0): 1}
+    assert any(k.endswith("f0.png") for k in worker.store.objects)
+
+
+def test_a_full_heatmap_backlog_pauses_consumption_until_it_drains(model):
+    consumer = FakeConsumer([[frame(0), frame(1)]])
+    worker = make_worker(model, consumer, heatmap_backlog_max=2)
+    worker.store.up.clear()
+    worker.step()
+    worker.flow_control()
+    assert worker.heatmaps.full() and consumer.paused_partitions == consumer.assigned
+    worker.store.up.set()
+    heatmaps_settled(worker)
+    worker.flow_control()
+    assert consumer.paused_partitions == set()
+
+
+def test_a_frame_naming_another_line_is_a_dead_letter(model):
+    hostile = frame(0)
+    hostile = hostile._replace(
+        headers=[(k, b"other-line" if k == "kenpin-line" else v) for k, v in hostile.headers]
+    )
+    consumer = FakeConsumer([[hostile]])
+    producer = FakeProducer()
+    worker = make_worker(model, consumer, producer)
+    run_steps(worker, 2)
+    assert [t for t, _ in producer.sent] == ["kenpin.deadletter"]
+    letter = DeadLetter.from_json(producer.sent[0][1])
+    assert letter.reason.value == "line_mismatch" and letter.source_topic == "kenpin.frames.l1"
+    assert not any("other-line" in k for k in worker.store.objects)
+    assert "kenpin.verdicts.other-line" not in worker.topics.created
+    assert consumer.commits == [{TopicPartition("kenpin.frames.l1", 0): 1}]
+
+
+def test_verdict_topics_are_created_only_for_lines_read(model):
+    consumer = FakeConsumer([[frame(0)]])
+    worker = make_worker(model, consumer)
+    run_steps(worker, 1)
+    assert worker.topics.created == {"kenpin.verdicts.l1": 2}
+
+
+def test_no_subscription_until_a_line_topic_exists(model):
+    consumer = FakeConsumer()
+    consumer.topics = lambda: set()
+    worker = make_worker(model, consumer, metadata_max_age_ms=100)
+    worker.step()
+    assert consumer.listener is None and not worker.subscribed
+    consumer.topics = lambda: {"kenpin.frames.first-line"}
+    worker._next_topic_check = 0.0
+    worker.step()
+    assert consumer.listener is not None and worker.subscribed
 
 
 def test_a_stalled_rebalance_restarts_the_consumer(model, monkeypatch):
     first, second = FakeConsumer(), FakeConsumer([[frame(0)]])
     monkeypatch.setattr(service, "make_frame_consumer", lambda settings: second)
     worker = make_worker(model, first, rebalance_stall_s=1.0)
+    worker.step()  # subscribes
     worker.joining_since = 0.0  # joined "long ago" and never got partitions
-    run_steps(worker, 2)
+    run_steps(worker, 3)
     assert first.closed and worker.consumer is second
     assert second.listener is not None
     assert worker.metrics.consumer_restarts._value.get() == 1
@@ -209,6 +377,7 @@ def test_a_stalled_rebalance_restarts_the_consumer(model, monkeypatch):
 def test_a_finished_rebalance_does_not_restart(model):
     consumer = FakeConsumer()
     worker = make_worker(model, consumer, rebalance_stall_s=1.0)
+    worker.step()  # subscribes
     consumer.listener.on_partitions_assigned([TopicPartition("kenpin.frames.l1", 0)])
     worker.step()
     assert worker.consumer is consumer and worker.joining_since is None
