@@ -70,6 +70,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -393,6 +394,82 @@ class LocalStack:
                 AWS_DEFAULT_REGION="us-east-1",
             )
         return env
+
+    # ------------------------------------------------------- one server, for fault tests
+    SERVERS = ("seaweedfs", "redis", "tansu")
+
+    def server(self, name: str) -> ServerProcess:
+        """The recorded process of one server (``seaweedfs``, ``redis`` or ``tansu``)."""
+        found = [s for s in self._servers(self._read_state()) if s.name == name]
+        if not found:
+            raise StackNotRunningError(f"no {name} recorded in {self.state_dir}")
+        return found[0]
+
+    def stop_server(self, name: str, *, kill: bool = False) -> None:
+        """Stop one server by its pid (SIGTERM with a grace, or at once with *kill*).
+
+        An outage a fault test can cause and end with :meth:`start_server`: the
+        other servers keep running, and the stopped one stays recorded so that
+        ``down`` still knows it.
+        """
+        server = self.server(name)
+        if kill:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(server.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0
+            while is_alive(server) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            stop(server, self.stop_grace_s)
+        log.info("%s (pid %d) stopped", name, server.pid)
+
+    def start_server(self, name: str) -> ServerProcess:
+        """Start a stopped server again on its ports, with its data; wait until it answers."""
+        binaries = find_binaries()
+        with self._locked():
+            state = self._read_state()
+            if state is None:
+                raise StackNotRunningError(f"no stack in {self.state_dir}")
+            old = self.server(name)
+            if is_alive(old):
+                raise StackAlreadyRunningError(f"{name} (pid {old.pid}) still runs")
+            settings = StackSettings(**state["settings"])  # type: ignore[arg-type]
+            ports = state["ports"]
+            assert isinstance(ports, dict)
+            logs, data = self.state_dir / "logs", self.state_dir / "data"
+            if name == "seaweedfs":
+                roles = ("master", "volume", "filer", "s3")
+                weed_ports = {role: int(ports[f"weed_{role}"]) for role in roles}
+                argv = self._weed_argv(
+                    binaries, weed_ports, self.state_dir / "s3-identities.json", data
+                )
+                server = spawn(name, argv, logs / "seaweedfs.log", cwd=data / "weed")
+                probe = probe_s3(
+                    settings.s3_endpoint,
+                    settings.s3_access_key,
+                    settings.s3_secret_key,
+                    [settings.s3_bucket],  # a write proves the whole path is back
+                )
+                target = f"http://{settings.s3_endpoint}"
+            elif name == "redis":
+                password = settings.redis_url.split("@", 1)[0].rsplit(":", 1)[-1]
+                argv = self._redis_argv(binaries, int(ports["redis"]), password, data)
+                server = spawn(name, argv, logs / "redis.log", cwd=data / "redis")
+                probe, target = probe_redis(settings.redis_url), "redis"
+            elif name == "tansu":
+                argv = self._tansu_argv(binaries, int(ports["kafka"]))
+                env = self._tansu_env(settings)
+                server = spawn(name, argv, logs / "tansu.log", env=env, cwd=data)
+                probe, target = probe_kafka(settings.kafka_bootstrap), settings.kafka_bootstrap
+            else:
+                raise ValueError(f"unknown server {name!r}; one of {self.SERVERS}")
+            servers = state["servers"]
+            assert isinstance(servers, list)
+            state["servers"] = [s for s in servers if s["name"] != name] + [server.to_json()]
+            self._save_state(state)
+        wait_until_ready(server, target, probe, self.startup_timeout_s)
+        log.info("%s started again (pid %d)", name, server.pid)
+        return server
 
     # ------------------------------------------------------------------ down
     def _stop_recorded(self) -> None:

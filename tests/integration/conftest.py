@@ -15,6 +15,10 @@ import pytest
 
 from deploy.local.binaries import MissingBinaryError, find_binaries
 from deploy.local.stack import LocalStack, StackSettings
+from tests.integration.pipeline import PRODUCTS
+from trainer.export import export
+from trainer.synthetic import generate
+from trainer.train import TrainConfig, train
 
 _HERE = Path(__file__).parent
 
@@ -50,3 +54,24 @@ def kenpin_env(local_stack: StackSettings, monkeypatch: pytest.MonkeyPatch) -> S
     for key, value in local_stack.env.items():
         monkeypatch.setenv(key, value)
     return local_stack
+
+
+@pytest.fixture(scope="session")
+def line_data(tmp_path_factory) -> Path:
+    return generate(
+        tmp_path_factory.mktemp("line"),
+        products=PRODUCTS,
+        size=64,
+        train=12,
+        test_good=3,
+        test_per_defect=2,
+        seed=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def artifact(tmp_path_factory, line_data) -> Path:
+    result = train(line_data, TrainConfig(image_size=64, epochs=3, batch_size=8), progress=False)
+    out = tmp_path_factory.mktemp("model")
+    export(result, out, version="it-model-1")
+    return out

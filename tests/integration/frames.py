@@ -80,6 +80,8 @@ def bad_inputs(line: str, product: str, good_png: bytes) -> list[tuple[str, byte
             ],
         ),
         ("unknown_product", good_png, headers_for(line, "gizmo")),
+        # a camera (broken or hostile) that claims another line than its topic's
+        ("line_mismatch", good_png, headers_for(f"{line}-other", product)),
     ]
 
 
