@@ -33,8 +33,8 @@ from safetensors.torch import load_file
 
 from schemas.manifest import ModelManifest
 from tests.integration.frames import produce_frames
-from tests.integration.releases import run_id, start_worker, wait_for
 from tests.integration.pipeline import collect_outcomes, create_topics, run_settings
+from tests.integration.releases import run_id, start_worker, wait_for
 from trainer.export import export
 from trainer.releases import make_current, publish, upload
 from trainer.synthetic import generate
