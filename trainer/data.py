@@ -12,6 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worker.decode import load_image
+from worker.model.runtime import fit_to_size
+
+# A .bmp is listed so that it fails loudly when read (a frame is JPEG or PNG: convert it)
+# instead of being silently left out of a dataset.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 GOOD = "good"
 
@@ -79,17 +84,16 @@ def split_normals(
 
 
 def read_rgb(path: Path, size: int) -> np.ndarray:
-    """An image file as (size, size, 3) uint8 RGB; grayscale is replicated to 3 channels."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR, grey becomes 3 channels
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[:2] != (size, size):
-        shrink = image.shape[0] > size or image.shape[1] > size
-        image = cv2.resize(
-            image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        )
-    return image
+    """An image file as (size, size, 3) uint8 RGB, exactly as the worker would judge it.
+
+    The worker's decoder (`worker.decode.load_image`: no EXIF rotation, grey
+    replicated to 3 channels) and its resize (`fit_to_size`): a model learns,
+    is calibrated and is gated on the pixels it will see on the line.
+    """
+    try:
+        return fit_to_size(load_image(path), size)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable image: {exc}") from exc
 
 
 def read_images(paths: list[Path], size: int) -> np.ndarray:
@@ -104,9 +108,10 @@ def read_mask(path: Path | None, size: int) -> np.ndarray:
     """Binary (size, size) mask; a missing mask is all normal."""
     if path is None:
         return np.zeros((size, size), bool)
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise ValueError(f"{path}: not a readable mask")
+    try:  # the images' loader: a mask is oriented as the image it outlines
+        mask = cv2.cvtColor(load_image(path), cv2.COLOR_RGB2GRAY)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a readable mask: {exc}") from exc
     if mask.shape != (size, size):
         mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
     return mask > 127

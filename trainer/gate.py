@@ -68,7 +68,8 @@ def labelled_anomalies(root: Path | None, products: list[str]) -> dict[str, list
     return found
 
 
-def _scores(model: InspectionModel, paths: list[Path], batch: int = 16) -> np.ndarray:
+def score_files(model: InspectionModel, paths: list[Path], batch: int = 16) -> np.ndarray:
+    """Image scores of files, read as the worker reads frames (`read_rgb`): no skew."""
     out = [
         model.judge([read_rgb(p, model.image_size) for p in paths[i : i + batch]]).scores
         for i in range(0, len(paths), batch)
@@ -83,7 +84,7 @@ def measure(model: InspectionModel, images: GateImages) -> dict:
         threshold = model.threshold(product)
         if threshold is None:
             continue
-        normal_scores = _scores(model, normals)
+        normal_scores = score_files(model, normals)
         entry: dict = {
             "threshold": threshold,
             "normals": len(normals),
@@ -92,7 +93,7 @@ def measure(model: InspectionModel, images: GateImages) -> dict:
         entry["false_alarm_rate"] = entry["false_alarms"] / max(1, len(normals))
         anomalies = images.anomalies.get(product, [])
         if anomalies:
-            anomaly_scores = _scores(model, anomalies)
+            anomaly_scores = score_files(model, anomalies)
             labels = np.r_[np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))]
             entry["anomalies"] = len(anomalies)
             entry["image_auroc"] = float(auroc(labels, np.r_[normal_scores, anomaly_scores]))

@@ -10,16 +10,23 @@ any pixel is decoded.
 
 `decode_frame` is pure and thread-safe; OpenCV releases the GIL while
 decoding, so a thread pool decodes frames in parallel.
+
+`load_image` reads an image file through the same decoder: training, the
+release gate, evaluation and sweeps see exactly the pixels the worker judges
+(no train/serve skew, e.g. from an EXIF orientation tag that `cv2.imread`
+would apply and the worker ignores).
 """
 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from schemas.deadletters import DeadLetterReason
+from schemas.frames import content_type_for_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8\xff"
@@ -27,6 +34,9 @@ PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 JPEG_EOI = b"\xff\xd9"
 
 SUPPORTED_CONTENT_TYPES = ("image/jpeg", "image/png")
+
+#: The pixel limit for files read off the line; the worker's default `max_image_pixels`.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 # Start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC) do not.
 _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -116,6 +126,20 @@ def decode_frame(data: bytes, content_type: str, max_pixels: int) -> np.ndarray:
     if image.ndim == 2:  # defensive: IMREAD_COLOR_RGB already returns 3 channels
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return np.ascontiguousarray(image)
+
+
+def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3), decoded exactly as the worker decodes a frame.
+
+    Every path that learns from or measures images (training, calibration, the
+    release gate, evaluation) reads them here, so a model is trained and gated on
+    the pixels it will judge on the line. The content type comes from the
+    extension, as a camera reading files would send it: only JPEG and PNG, the
+    formats a frame can have (ValueError otherwise). A bad file raises
+    DecodeError (a ValueError) with the reason a frame of it would be refused.
+    """
+    path = Path(path)
+    return decode_frame(path.read_bytes(), content_type_for_path(path), max_pixels)
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

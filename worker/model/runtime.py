@@ -28,6 +28,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
+    """An RGB uint8 image resized to (size, size): the one resize of every path.
+
+    The worker prepares frames with it and the trainer prepares training,
+    calibration and gate images with it, so both feed the network the same
+    pixels. Area averaging when either side shrinks (no aliasing), bilinear when
+    both grow.
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] > size or image.shape[1] > size
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
 @dataclass
 class Judgement:
     """Scores (N,) and anomaly maps (N, S, S) of one batch, float32 on the host."""
@@ -73,11 +88,7 @@ class InspectionModel:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """Resize an RGB uint8 frame to the model's input size (done in the decode threads)."""
-        size = self.image_size
-        if image.shape[:2] == (size, size):
-            return image
-        interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-        return cv2.resize(image, (size, size), interpolation=interpolation)
+        return fit_to_size(image, self.image_size)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
