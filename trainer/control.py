@@ -4,22 +4,28 @@ Built on `worker.control.ControlPlane` (the one module that opens Redis):
 
 - `kenpin:retrain` (stream): one entry per request (who, why, when). Trainers
   read it as the consumer group `kenpin-trainers`, so each request is run by
-  one trainer, and a request taken by a trainer that died is claimed again.
+  one trainer. The trainer that took a request keeps its claim fresh from a
+  background thread for as long as it works on it (`RetrainQueue.lease`): a
+  run longer than the claim time is not taken over, while a request whose
+  trainer died goes idle and is claimed by another after the claim time.
 - `kenpin:retrain:outcome:<id>`: the request's outcome as JSON, updated at
   every stage, so `kenpin-trainer retrain-status <id>` can follow a run.
-- `kenpin:trainer:lock`: one training at a time across all trainers. A random
-  token with an expiry, renewed while training; only its owner may renew or
-  release it (compare-and-set in Lua).
+- `kenpin:trainer:lock`: one training at a time across all trainers: redis-py's
+  `Lock` (a token with an expiry; only its owner may renew or release it),
+  renewed from a background thread while training.
 - `kenpin:model:history` (list, newest first): versions made current, for rollback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+from redis.exceptions import LockError, LockNotOwnedError
 
 from schemas.common import utc_now
 from schemas.control import RetrainOutcome, RetrainRequest
@@ -32,17 +38,15 @@ LOCK_KEY = "kenpin:trainer:lock"
 HISTORY_KEY = "kenpin:model:history"
 SCHEDULE_PREFIX = "kenpin:trainer:schedule:"
 
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
+# Renew a trainer's claim on a request only while the trainer still owns it: a plain
+# XCLAIM with min-idle 0 would take the request back from a trainer that took it over.
+_RENEW_CLAIM = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[3] then
+    return 0
 end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
 """
 
 
@@ -50,6 +54,15 @@ return 0
 class QueuedRequest:
     request_id: str
     request: RetrainRequest
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request a trainer took and has not acknowledged yet."""
+
+    request_id: str
+    trainer: str
+    idle_ms: int  # since the trainer last claimed or renewed it
 
 
 class RetrainQueue:
@@ -60,6 +73,7 @@ class RetrainQueue:
         self.redis = control.redis
         self.stream = control.key(RETRAIN_STREAM)
         self.outcome_ttl_ms = int(outcome_ttl_s * 1000)
+        self._renew_claim = self.redis.register_script(_RENEW_CLAIM)
 
     def request(self, reason: str, who: str) -> str:
         """Add a request; returns its id (the stream entry id), already marked queued."""
@@ -105,9 +119,38 @@ class RetrainQueue:
     def ack(self, request_id: str) -> None:
         self.redis.xack(self.stream, TRAINER_GROUP, request_id)
 
-    def touch(self, request_id: str, consumer: str) -> None:
-        """Keep a long run's request claimed by this trainer (resets its idle time)."""
-        self.redis.xclaim(self.stream, TRAINER_GROUP, consumer, 0, [request_id], justid=True)
+    def renew_claim(self, request_id: str, consumer: str) -> bool:
+        """Reset the idle time of `consumer`'s claim on a request; False if it is not its own.
+
+        Atomic (Lua): a request another trainer took over, or one already
+        acknowledged, is left alone.
+        """
+        renewed = self._renew_claim(keys=[self.stream], args=[TRAINER_GROUP, request_id, consumer])
+        return bool(renewed)
+
+    def lease(self, request_id: str, consumer: str, claim_idle_ms: int) -> KeepAlive:
+        """Keeps `consumer`'s claim on a request fresh until the block ends.
+
+        Renewed three times per claim time, so a trainer that lives keeps its
+        request however long the run takes, and two missed renewals (a slow
+        Redis) are forgiven. When the trainer dies the renewals stop, and after
+        `claim_idle_ms` the request is claimed by another trainer's `next`.
+        """
+        return KeepAlive(
+            f"claim-{request_id}",
+            lambda: self.renew_claim(request_id, consumer),
+            period_s=claim_idle_ms / 3000,
+        )
+
+    def pending(self, count: int = 100) -> list[PendingRequest]:
+        """Requests taken but not acknowledged, oldest first: who holds each, idle how long."""
+        self._ensure_group()
+        return [
+            PendingRequest(
+                e["message_id"].decode(), e["consumer"].decode(), e["time_since_delivered"]
+            )
+            for e in self.redis.xpending_range(self.stream, TRAINER_GROUP, "-", "+", count)
+        ]
 
     def record(self, outcome: RetrainOutcome) -> None:
         self.redis.set(
@@ -121,57 +164,97 @@ class RetrainQueue:
         return None if raw is None else RetrainOutcome.model_validate_json(raw)
 
 
-class LockLost(RuntimeError):
-    """The training lock expired or was taken: another trainer may be training."""
+class KeepAlive:
+    """Calls `renew` every `period_s` from a daemon thread, for as long as the block lasts.
+
+    Why a thread: one training step can run for minutes without returning to
+    the service loop, and what shows other trainers that this one is alive must
+    not wait for it. `renew` returns False when what it keeps is no longer ours
+    (expired, taken over): `lost` is set and renewing stops. A Redis error is
+    retried at the next period; the expiry leaves room for two more tries.
+    """
+
+    def __init__(self, name: str, renew: Callable[[], bool], period_s: float) -> None:
+        self.name = name
+        self.renew = renew
+        self.period_s = period_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> KeepAlive:
+        self._stop.clear()
+        self.lost.clear()
+        self._thread = threading.Thread(target=self._keep, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                if not self.renew():
+                    self.lost.set()
+                    return
+            except redis.RedisError:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> KeepAlive:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 class TrainerLock:
-    """One training at a time across all trainers: a Redis key with a token and an expiry.
+    """One training at a time across all trainers: redis-py's `Lock`, renewed while held.
 
-    Use as a context manager after `acquire()` succeeded; a daemon thread renews
-    the expiry every third of the TTL until the block ends.
+    The token names its owner, so `holder()` tells an operator which trainer
+    trains. Use as a context manager after `acquire()` succeeded; a `KeepAlive`
+    resets the expiry every third of the TTL until the block ends, so a trainer
+    that dies frees the lock within one TTL.
     """
 
     def __init__(self, control: ControlPlane, owner: str, ttl_s: float) -> None:
         self.redis = control.redis
         self.key = control.key(LOCK_KEY)
         self.owner = owner
-        self.ttl_ms = max(100, int(ttl_s * 1000))
+        self.ttl_s = max(0.1, ttl_s)
         self.token = f"{owner}:{secrets.token_hex(8)}"
-        self._renew = self.redis.register_script(_RENEW)
-        self._release = self.redis.register_script(_RELEASE)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.lost = threading.Event()
+        # thread_local=False: the token must be visible to the renewing thread.
+        self._lock = self.redis.lock(self.key, timeout=self.ttl_s, thread_local=False)
+        self._keeper = KeepAlive("trainer-lock", self._renew, self.ttl_s / 3)
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set when the lock expired or was taken: another trainer may be training."""
+        return self._keeper.lost
 
     def acquire(self) -> bool:
-        """Take the lock if free; starts the renewal thread."""
-        if not self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
+        """Take the lock if free, and start renewing it."""
+        if not self._lock.acquire(blocking=False, token=self.token):
             return False
-        self._stop.clear()
-        self.lost.clear()
-        self._thread = threading.Thread(target=self._keep, name="trainer-lock", daemon=True)
-        self._thread.start()
+        self._keeper.start()
         return True
+
+    def _renew(self) -> bool:
+        try:
+            return self._lock.reacquire()
+        except LockNotOwnedError:
+            return False
 
     def holder(self) -> str | None:
         raw = self.redis.get(self.key)
         return None if raw is None else raw.decode()
 
-    def _keep(self) -> None:
-        while not self._stop.wait(self.ttl_ms / 3000):
-            try:
-                if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
-                    self.lost.set()
-                    return
-            except redis.RedisError:
-                continue  # try again; the TTL leaves two more chances
-
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._release(keys=[self.key], args=[self.token])
+        self._keeper.stop()
+        with contextlib.suppress(LockError):  # expired or taken: nothing of ours to release
+            self._lock.release()
 
     def __enter__(self) -> TrainerLock:
         return self

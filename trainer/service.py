@@ -14,7 +14,13 @@ One run, each stage timed and recorded in the request's outcome:
    uploaded to `models/<version>/`, made current and announced; otherwise the
    reason is recorded and nothing changes on the line.
 
-Only one run at a time across every trainer (`trainer.control.TrainerLock`).
+Only one run at a time across every trainer (`trainer.control.TrainerLock`). A
+request is kept claimed by the trainer that took it for as long as that trainer
+lives (`RetrainQueue.lease`), however long the run: it is taken over by another
+trainer only once its claim has not been renewed for the claim time (3 lock
+TTLs), i.e. when its trainer died. A request found finished when its trainer
+gets the lock (its first trainer died between recording and acknowledging it)
+is acknowledged, not run again.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +41,7 @@ from trainer.gate import GateImages, decide, labelled_anomalies, measure
 from trainer.normal_store import download, take_snapshot
 from trainer.releases import publish
 from trainer.settings import TrainerSettings
-from trainer.train import TrainConfig, train
+from trainer.train import TrainConfig, TrainResult, train
 from worker.control import ControlPlane
 from worker.hot_swap import release_prefix
 from worker.logs import get_logger
@@ -45,6 +51,13 @@ from worker.model_source import fetch_artifact
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
+
+#: What the service trains with: (data root, config, progress bars) -> result. A parameter
+#: so that tests can make training slow, or its result bad, by construction.
+TrainFunction = Callable[[Path, TrainConfig, bool], TrainResult]
+
+#: Outcomes after which a request is done: it is acknowledged, never run again.
+FINISHED = frozenset({"released", "refused", "failed"})
 
 
 class RunFailed(RuntimeError):
@@ -59,11 +72,16 @@ class RetrainService:
         settings: TrainerSettings,
         control: ControlPlane | None = None,
         store: ObjectStore | None = None,
+        train_fn: TrainFunction = train,
     ) -> None:
         self.settings = settings
         self.control = control or ControlPlane.from_url(settings.redis_url, settings.control_prefix)
         self.store = store or ObjectStore.from_settings(settings)
         self.queue = RetrainQueue(self.control, settings.outcome_ttl_s)
+        self.train_fn = train_fn
+        # Longer than the lock's TTL: a dead trainer's lock has expired before its
+        # request is taken over, so the trainer taking it over can run it at once.
+        self.claim_idle_ms = int(settings.lock_ttl_s * 3000)
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
@@ -81,9 +99,7 @@ class RetrainService:
         while not self._stop.is_set():
             self.schedule()
             queued = self.queue.next(
-                self.settings.trainer_id,
-                block_ms=1000,
-                claim_idle_ms=int(self.settings.lock_ttl_s * 3000),
+                self.settings.trainer_id, block_ms=1000, claim_idle_ms=self.claim_idle_ms
             )
             if queued is not None:
                 self.handle(queued)
@@ -97,15 +113,34 @@ class RetrainService:
         slot = int(time.time() // interval)
         return self.queue.request_once(f"{int(interval)}:{slot}", "scheduled retrain", "schedule")
 
-    def handle(self, queued: QueuedRequest) -> RetrainOutcome:
-        """Wait for the lock, run, record the outcome, acknowledge the request."""
-        lock = TrainerLock(self.control, self.settings.trainer_id, self.settings.lock_ttl_s)
-        while not lock.acquire():
-            if self._stop.wait(1.0):
-                raise RunFailed("stopped while waiting for the training lock")
-            self.queue.touch(queued.request_id, self.settings.trainer_id)
-        with lock:
-            outcome = self.run(queued)
+    def handle(self, queued: QueuedRequest) -> RetrainOutcome | None:
+        """Wait for the lock, run, record the outcome, acknowledge the request.
+
+        The request stays claimed by this trainer from the moment it was taken
+        until it is acknowledged. None: another trainer took it over while this
+        one waited for the lock (this one's renewals did not reach Redis in time).
+        """
+        me = self.settings.trainer_id
+        with self.queue.lease(queued.request_id, me, self.claim_idle_ms) as lease:
+            lock = TrainerLock(self.control, me, self.settings.lock_ttl_s)
+            while not lock.acquire():
+                if lease.lost.is_set():
+                    log.warning("request taken over by another trainer", request=queued.request_id)
+                    return None
+                if self._stop.wait(1.0):
+                    raise RunFailed("stopped while waiting for the training lock")
+            with lock:
+                done = self.queue.outcome(queued.request_id)
+                if done is not None and done.status in FINISHED:
+                    log.info("request already finished", request=queued.request_id)
+                    outcome = done
+                else:
+                    outcome = self.run(queued)
+            if lease.lost.is_set() or lock.lost.is_set():
+                log.warning(
+                    "claim or lock lost during the run: another trainer may have run too",
+                    request=queued.request_id,
+                )
         self.queue.ack(queued.request_id)
         return outcome
 
@@ -168,7 +203,7 @@ class RetrainService:
             outcome.parent_version = current.version if current else None
             current_model = self._current_model(current, scratch / "current")
         with self._stage(outcome, "train"):
-            result = train(train_root, self._config(), progress=s.progress)
+            result = self.train_fn(train_root, self._config(), s.progress)
         with self._stage(outcome, "calibrate"):
             version = f"{new_version()}-{snap.snapshot_id[:8]}"
             artifact = scratch / "candidate"

@@ -27,7 +27,8 @@ class TrainerSettings(BaseSettings):
         default=60.0,
         gt=0,
         description="The training lock expires this long after its last renewal, so a "
-        "trainer that dies mid-run does not block the others for ever.",
+        "trainer that dies mid-run does not block the others for ever; its retrain request, "
+        "no longer renewed either, is taken over by another trainer after 3 times this long.",
     )
     outcome_ttl_s: float = Field(default=30 * 86400, gt=0, description="Outcomes kept this long.")
 
