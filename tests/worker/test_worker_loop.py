@@ -222,7 +222,10 @@ def test_one_outcome_per_frame_and_commit_after_acks(model):
     assert sorted(v.frame_id for v in verdicts) == ["f0", "f2"]
     assert [(d.source_offset, d.reason.value) for d in letters] == [(1, "truncated_image")]
     assert all(v.result == "ng" and v.heatmap_key in worker.store.objects for v in verdicts)
-    assert consumer.commits == [{TopicPartition("kenpin.frames.l1", 0): 3}]
+    # heatmaps finish in their own threads: the partition may commit in steps, never back
+    tp = TopicPartition("kenpin.frames.l1", 0)
+    committed = [c[tp] for c in consumer.commits]
+    assert committed == sorted(committed) and committed[-1] == 3
 
 
 def test_no_commit_until_every_verdict_is_acknowledged(model):
