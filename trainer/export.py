@@ -33,6 +33,7 @@ def export(
         normalisation=Normalisation(mean=spec.mean, std=spec.std),
         sha256="0" * 64,  # replaced by the real digest when the weights are written
         products=calibrate(result.val_scores, quantile),
+        scoring=result.network.scoring,
         training={
             **result.config.as_dict(),
             "best_epoch": result.best_epoch,

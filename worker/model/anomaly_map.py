@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from schemas.manifest import Scoring
+
+DEFAULT_SCORING = Scoring()
+
 
 def gaussian_kernel1d(sigma: float, device: torch.device) -> torch.Tensor:
     radius = int(4 * sigma + 0.5)
@@ -30,25 +34,38 @@ def anomaly_map(
     student: list[torch.Tensor],
     out_size: tuple[int, int],
     sigma: float = 4.0,
+    scoring: Scoring = DEFAULT_SCORING,
 ) -> torch.Tensor:
     """Per-pixel anomaly map, (N, H, W) float32.
 
-    At every scale: 1 - cosine(teacher, student) over channels; each upsampled
-    bilinearly to `out_size` and SUMMED over scales (METHOD.md; STFPM multiplies,
-    which lets one blind scale veto the others), then Gaussian-smoothed.
+    At every chosen scale: 1 - cosine(teacher, student) over channels, after an
+    optional k x k local average of both feature maps (a defect a few pixels wide
+    changes a neighbourhood's mean feature; one noisy position does not); each
+    upsampled bilinearly to `out_size` and SUMMED over scales (the method's rule;
+    STFPM multiplies, which lets one blind scale veto the others), then
+    Gaussian-smoothed.
     """
     total: torch.Tensor | None = None
-    for t, s in zip(teacher, student, strict=True):
-        distance = 1.0 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1)
+    for level in scoring.scales:
+        t, s = teacher[level].float(), student[level].float()
+        if scoring.feature_pool > 1:
+            k = scoring.feature_pool
+            t = F.avg_pool2d(t, k, stride=1, padding=k // 2, count_include_pad=False)
+            s = F.avg_pool2d(s, k, stride=1, padding=k // 2, count_include_pad=False)
+        distance = 1.0 - F.cosine_similarity(t, s, dim=1).unsqueeze(1)
         distance = F.interpolate(distance, size=out_size, mode="bilinear", align_corners=False)
         total = distance if total is None else total + distance
     assert total is not None, "empty feature pyramid"
     return gaussian_blur(total, sigma).squeeze(1)
 
 
-def image_scores(maps: torch.Tensor) -> torch.Tensor:
-    """Image score = maximum of the anomaly map (METHOD.md)."""
-    return maps.flatten(1).amax(dim=1)
+def image_scores(maps: torch.Tensor, scoring: Scoring = DEFAULT_SCORING) -> torch.Tensor:
+    """Image score: the maximum of the map, or the mean of its top `scoring.top_fraction`."""
+    flat = maps.flatten(1)
+    if scoring.top_fraction <= 0:
+        return flat.amax(dim=1)
+    k = max(1, round(flat.shape[1] * scoring.top_fraction))
+    return flat.topk(k, dim=1).values.mean(dim=1)
 
 
 def default_sigma(image_size: int) -> float:

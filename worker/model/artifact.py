@@ -56,7 +56,7 @@ def load_artifact(path: Path) -> tuple[StudentTeacher, ModelManifest]:
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for foreign formats
         raise ArtifactError(f"{weights}: not a safetensors file: {exc}") from exc
-    network = StudentTeacher(manifest.backbone)
+    network = StudentTeacher(manifest.backbone, scoring=manifest.scoring)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:

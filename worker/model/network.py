@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from schemas.manifest import Scoring
 from worker.model.anomaly_map import anomaly_map, default_sigma, image_scores
 from worker.model.backbones import backbone_spec, build_pyramid, build_teacher
 
@@ -19,10 +20,13 @@ class StudentTeacher(nn.Module):
     same thing and a manifest cannot disagree with the weights.
     """
 
-    def __init__(self, backbone: str, teacher: nn.Module | None = None) -> None:
+    def __init__(
+        self, backbone: str, teacher: nn.Module | None = None, scoring: Scoring | None = None
+    ) -> None:
         super().__init__()
         spec = backbone_spec(backbone)
         self.backbone = backbone
+        self.scoring = scoring or Scoring()  # from the manifest: how maps and scores are made
         self.teacher = teacher if teacher is not None else build_pyramid(backbone)
         self.student = build_pyramid(backbone)
         for p in self.teacher.parameters():
@@ -61,5 +65,6 @@ class StudentTeacher(nn.Module):
                 student,
                 out_size=tuple(images.shape[-2:]),
                 sigma=default_sigma(images.shape[-1]),
+                scoring=self.scoring,
             )
-        return maps, image_scores(maps)
+        return maps, image_scores(maps, self.scoring)
