@@ -8,7 +8,7 @@ importing kenpin's code.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,22 @@ CONTROL_SCHEMA_VERSION = 1
 RetrainStatus = Literal["queued", "running", "released", "refused", "failed"]
 
 
+#: What a retrain request may override of the trainer's recipe (TrainerSettings).
+RECIPE_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "image_size",
+    "bf16",
+    "dcam",
+    "spatial_kd",
+    "hard_fraction",
+    "checkpoint",
+    "scoring",
+)
+
+
 class RetrainRequest(BaseModel):
     """One entry of the stream `kenpin:retrain`: who asked for a retrain, why and when."""
 
@@ -27,6 +43,12 @@ class RetrainRequest(BaseModel):
     who: str = Field(description="Operator, service or schedule that asked.")
     reason: str = Field(description="Why, in words (shown in the outcome and the manifest).")
     when: UtcDatetime
+    recipe: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the trainer's recipe for this run only, e.g. "
+        '{"epochs": 30, "lr": 0.03, "checkpoint": "synthetic", "scoring": {"scales": [1, 2]}}; '
+        "keys: " + ", ".join(RECIPE_KEYS) + ".",
+    )
     schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from schemas.manifest import Scoring
 from trainer.losses import LossWeights
 from trainer.train import TrainConfig
 
@@ -25,13 +27,36 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--dcam", default=d.dcam, choices=["none", "channel", "spatial", "both"])
+    p.add_argument(
+        "--checkpoint",
+        default=d.checkpoint,
+        choices=["val_map", "synthetic"],
+        help="epoch kept: lowest mean map of held-out normals, or best AUROC against "
+        "defects drawn on them",
+    )
+    p.add_argument(
+        "--scales",
+        default=",".join(map(str, d.scoring.scales)),
+        help="pyramid levels in the map, e.g. 1,2 (0: stride 4, 1: stride 8, 2: stride 16)",
+    )
+    p.add_argument("--feature-pool", type=int, default=d.scoring.feature_pool)
+    p.add_argument("--top-fraction", type=float, default=d.scoring.top_fraction)
     p.add_argument("--channel-cd", type=float, default=w.channel_cd)
     p.add_argument("--spatial-cd", type=float, default=w.spatial_cd)
     p.add_argument("--spatial-kd", type=float, default=w.spatial_kd)
     p.add_argument("--channel-kd", type=float, default=w.channel_kd)
     p.add_argument("--temperature", type=float, default=w.temperature)
     p.add_argument(
+        "--hard-fraction",
+        type=float,
+        default=w.hard_fraction,
+        help="train channel CD on this largest fraction of pixel distances only (0: all)",
+    )
+    p.add_argument(
         "--bf16", action="store_true", help="bf16 autocast for the student (faster on CPU)"
+    )
+    p.add_argument(
+        "--device", default=d.device, choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
     )
 
 
@@ -43,6 +68,9 @@ def _study_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
+    )
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -62,8 +90,16 @@ def _config(args: argparse.Namespace) -> TrainConfig:
             spatial_kd=args.spatial_kd,
             channel_kd=args.channel_kd,
             temperature=args.temperature,
+            hard_fraction=args.hard_fraction,
         ),
         bf16=args.bf16,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        scoring=Scoring(
+            scales=tuple(int(v) for v in args.scales.split(",")),
+            feature_pool=args.feature_pool,
+            top_fraction=args.top_fraction,
+        ),
     )
 
 
@@ -85,6 +121,12 @@ def _control_args(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrain", help="ask the trainer service for a retrain; prints its id")
     p.add_argument("--reason", required=True, help="why, in words")
     p.add_argument("--who", default=None, help="who asks (default: user@host)")
+    p.add_argument(
+        "--recipe",
+        type=json.loads,
+        default=None,
+        help='JSON overrides of the trainer\'s recipe for this run, e.g. \'{"epochs": 30}\'',
+    )
 
     p = sub.add_parser("retrain-status", help="the outcome of a retrain request")
     p.add_argument("request_id")
@@ -125,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, help="report folder (default: <model>/eval)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
+    )
 
     p = sub.add_parser("ablation", help="train and evaluate the paper's variants in one run")
     _study_args(p, epochs=20)
@@ -135,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     _study_args(p, epochs=5)
     p.add_argument("--trial", action="append", help="only these trials (repeatable; default all)")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also score every epoch under each scoring variant (scales, feature "
+        "averaging, top-k score) and print the tiles' table",
+    )
 
     p = sub.add_parser("bench", help="inference images/s at several batch sizes and precisions")
     p.add_argument("--model", type=Path, help="artifact (default: a fresh untrained pair)")
@@ -164,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.evaluate import evaluate_artifact, format_table
 
         report = evaluate_artifact(
-            args.model, args.data, args.out or args.model / "eval", precision=args.precision
+            args.model,
+            args.data,
+            args.out or args.model / "eval",
+            precision=args.precision,
+            device=args.device,
         )
         print(format_table({"model": report}))
         return 0
@@ -189,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     if args.command == "sweep":
-        from trainer.sweep import TRIALS, format_sweep, run_sweep
+        from trainer.sweep import DIAGNOSIS, TRIALS, format_sweep, format_variants, run_sweep
 
         rows = run_sweep(
             args.data,
@@ -199,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
             args.batch_size,
             args.seed,
             args.bf16,
+            image_size=args.image_size,
+            variants=DIAGNOSIS if args.diagnose else None,
+            device=args.device,
         )
         print(format_sweep(rows))
+        for name, history in rows.items():
+            table = format_variants(history)
+            if table:
+                print(f"\n{name}\n{table}")
         return 0
     if args.command == "bench":
         from trainer.benchmark import run_benchmark

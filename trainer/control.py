@@ -75,9 +75,12 @@ class RetrainQueue:
         self.outcome_ttl_ms = int(outcome_ttl_s * 1000)
         self._renew_claim = self.redis.register_script(_RENEW_CLAIM)
 
-    def request(self, reason: str, who: str) -> str:
-        """Add a request; returns its id (the stream entry id), already marked queued."""
-        entry = RetrainRequest(who=who, reason=reason, when=utc_now())
+    def request(self, reason: str, who: str, recipe: dict | None = None) -> str:
+        """Add a request; returns its id (the stream entry id), already marked queued.
+
+        `recipe` overrides the trainer's recipe for this run (keys: schemas.control.RECIPE_KEYS).
+        """
+        entry = RetrainRequest(who=who, reason=reason, when=utc_now(), recipe=recipe or {})
         request_id = self.redis.xadd(self.stream, {"request": entry.model_dump_json()}).decode()
         self.record(RetrainOutcome(request_id=request_id, status="queued", updated=utc_now()))
         return request_id

@@ -81,9 +81,10 @@ def evaluate_artifact(
     precision: str = "fp32",
     progress: bool = True,
     pictures: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Evaluate every product of `data_dir` that the model knows; writes report.json + pictures."""
-    model = InspectionModel.load(Path(model_path), device="cpu", precision=precision)
+    model = InspectionModel.load(Path(model_path), device=device, precision=precision)
     return evaluate_model(model, data_dir, out_dir, progress=progress, pictures=pictures)
 
 

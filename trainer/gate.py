@@ -6,11 +6,17 @@ Both models are measured in the same run, on the same images:
   on): a candidate that stops the line more often is refused;
 - image AUROC on labelled anomalies, when a folder of them is configured: a
   candidate that separates defects from normals worse is refused;
+- image AUROC and recall on defects drawn on the same held-out normals
+  (`trainer.synthetic_anomalies`), for every product: no labels needed, so a
+  candidate that flags nothing or separates nothing is caught even where no
+  labelled defect exists;
 - a candidate that no longer knows a product the current release serves is
   refused, since its frames would all become dead letters.
 
 Rates are pooled and AUROCs averaged over the products both models know, with
-configurable tolerances (small held-out sets are noisy).
+configurable tolerances (small held-out sets are noisy). A first release has
+nothing to compare against: it must pass absolute floors instead (false alarms
+on held-out normals, synthetic-defect AUROC and recall).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from trainer.data import list_images, read_rgb
 from trainer.metrics import auroc
+from trainer.synthetic_anomalies import make_anomalies
 from worker.model.runtime import InspectionModel
 
 
@@ -84,13 +91,18 @@ def measure(model: InspectionModel, images: GateImages) -> dict:
         threshold = model.threshold(product)
         if threshold is None:
             continue
-        normal_scores = score_files(model, normals)
+        pixels = np.stack([read_rgb(p, model.image_size) for p in normals])
+        normal_scores = _judge(model, pixels)
         entry: dict = {
             "threshold": threshold,
             "normals": len(normals),
             "false_alarms": int((normal_scores > threshold).sum()),
         }
         entry["false_alarm_rate"] = entry["false_alarms"] / max(1, len(normals))
+        drawn = _judge(model, make_anomalies(pixels, seed=0)[0])
+        labels = np.r_[np.zeros(len(normal_scores)), np.ones(len(drawn))]
+        entry["synthetic_auroc"] = float(auroc(labels, np.r_[normal_scores, drawn]))
+        entry["synthetic_recall"] = float((drawn > threshold).mean())
         anomalies = images.anomalies.get(product, [])
         if anomalies:
             anomaly_scores = score_files(model, anomalies)
@@ -102,14 +114,50 @@ def measure(model: InspectionModel, images: GateImages) -> dict:
     return {"version": model.version, "products": products, **_pooled(products, products)}
 
 
+def _judge(model: InspectionModel, pixels: np.ndarray, batch: int = 16) -> np.ndarray:
+    out = [model.judge(list(pixels[i : i + batch])).scores for i in range(0, len(pixels), batch)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def _pooled(products: dict[str, dict], among: dict | set) -> dict:
     chosen = [products[p] for p in products if p in among]
     normals = sum(e["normals"] for e in chosen)
     aurocs = [e["image_auroc"] for e in chosen if "image_auroc" in e]
+    synthetic = [e["synthetic_auroc"] for e in chosen if "synthetic_auroc" in e]
+    recall = [e["synthetic_recall"] for e in chosen if "synthetic_recall" in e]
     return {
         "false_alarm_rate": sum(e["false_alarms"] for e in chosen) / max(1, normals),
         "image_auroc": float(np.mean(aurocs)) if aurocs else None,
+        "synthetic_auroc": float(np.mean(synthetic)) if synthetic else None,
+        "synthetic_recall": float(np.mean(recall)) if recall else None,
     }
+
+
+@dataclass(frozen=True)
+class Floors:
+    """What any release must show on its own, first release included."""
+
+    max_false_alarm_rate: float = 0.05
+    min_synthetic_auroc: float = 0.6
+    min_synthetic_recall: float = 0.05
+
+
+def _below_floors(pooled: dict, floors: Floors) -> list[str]:
+    reasons = []
+    if pooled["false_alarm_rate"] > floors.max_false_alarm_rate:
+        reasons.append(
+            f"false alarms on held-out normals {pooled['false_alarm_rate']:.3f} > floor "
+            f"{floors.max_false_alarm_rate}"
+        )
+    auc, recall = pooled.get("synthetic_auroc"), pooled.get("synthetic_recall")
+    if auc is not None and auc < floors.min_synthetic_auroc:
+        reasons.append(f"AUROC on drawn defects {auc:.3f} < floor {floors.min_synthetic_auroc}")
+    if recall is not None and recall < floors.min_synthetic_recall:
+        reasons.append(
+            f"recall on drawn defects {recall:.3f} < floor {floors.min_synthetic_recall}: "
+            "the model flags (almost) nothing"
+        )
+    return reasons
 
 
 def decide(
@@ -118,11 +166,28 @@ def decide(
     current_products: list[str],
     max_false_alarm_increase: float,
     max_auroc_drop: float,
+    floors: Floors | None = None,
 ) -> Decision:
-    """Compare two `measure` results; the reasons say why a candidate is refused."""
-    reasons: list[str] = []
+    """Compare two `measure` results; the reasons say why a candidate is refused.
+
+    A first release (no `current`) is judged by the absolute `floors` alone. A
+    later one is compared with the current release, and must still flag some of
+    the drawn defects (the recall floor): a model that flags nothing never passes.
+    """
+    floors = floors or Floors()
+    own = _pooled(candidate["products"], candidate["products"])
     if current is None:
-        return Decision(True, ["no current release: nothing to compare against"], candidate, None)
+        reasons = _below_floors(own, floors)
+        verdict = reasons or ["first release: passes the absolute floors"]
+        return Decision(not reasons, verdict, candidate, None)
+    reasons = _below_floors(
+        own,
+        Floors(
+            max_false_alarm_rate=1.0,
+            min_synthetic_auroc=0.0,
+            min_synthetic_recall=floors.min_synthetic_recall,
+        ),
+    )
     dropped = sorted(set(current_products) - set(candidate["products"]))
     if dropped:
         reasons.append(f"candidate does not know products the current release serves: {dropped}")
@@ -141,6 +206,15 @@ def decide(
         reasons.append(
             f"image AUROC on labelled anomalies {cand['image_auroc']:.3f} < current "
             f"{cur['image_auroc']:.3f} - tolerance {max_auroc_drop}"
+        )
+    if (
+        cand["synthetic_auroc"] is not None
+        and cur["synthetic_auroc"] is not None
+        and cand["synthetic_auroc"] < cur["synthetic_auroc"] - max_auroc_drop
+    ):
+        reasons.append(
+            f"image AUROC on drawn defects {cand['synthetic_auroc']:.3f} < current "
+            f"{cur['synthetic_auroc']:.3f} - tolerance {max_auroc_drop}"
         )
     compared = {"products": sorted(common), "candidate": cand, "current": cur}
     candidate = {**candidate, "compared": compared}

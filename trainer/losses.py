@@ -12,9 +12,22 @@ import torch
 import torch.nn.functional as F
 
 
-def channel_cosine_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """1 - cosine over channels at every pixel, averaged over pixels and batch."""
-    return (1.0 - F.cosine_similarity(t, s, dim=1)).mean()
+def channel_cosine_distance(
+    t: torch.Tensor, s: torch.Tensor, hard_fraction: float = 0.0
+) -> torch.Tensor:
+    """1 - cosine over channels at every pixel, averaged over pixels and batch.
+
+    With `hard_fraction` > 0 only that largest fraction of the per-pixel distances
+    is averaged (EfficientAD's hard-feature loss): the student stops polishing
+    what it already imitates well, which is also what lets it generalise to
+    defects, and spends its capacity on the hardest normal patterns.
+    """
+    distance = 1.0 - F.cosine_similarity(t, s, dim=1)
+    if hard_fraction <= 0:
+        return distance.mean()
+    flat = distance.flatten()
+    k = max(1, round(flat.numel() * hard_fraction))
+    return flat.topk(k).values.mean()
 
 
 def spatial_cosine_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -57,13 +70,14 @@ class LossWeights:
     spatial_kd: float = 1e-3
     channel_kd: float = 0.0
     temperature: float = 4.0
+    hard_fraction: float = 0.0  # channel CD on the hardest fraction of pixels only (0: all)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
 TERMS = {
-    "channel_cd": lambda t, s, w: channel_cosine_distance(t, s),
+    "channel_cd": lambda t, s, w: channel_cosine_distance(t, s, w.hard_fraction),
     "spatial_cd": lambda t, s, w: spatial_cosine_distance(t, s),
     "spatial_kd": lambda t, s, w: spatial_kl(t, s, w.temperature),
     "channel_kd": lambda t, s, w: channel_kl(t, s, w.temperature),

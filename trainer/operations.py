@@ -38,7 +38,8 @@ def run_control_command(args: argparse.Namespace) -> int:
         return 0
     if args.command == "retrain":
         who = args.who or f"{getpass.getuser()}@{socket.gethostname()}"
-        print(RetrainQueue(control, settings.outcome_ttl_s).request(args.reason, who))
+        queue = RetrainQueue(control, settings.outcome_ttl_s)
+        print(queue.request(args.reason, who, args.recipe))
         return 0
     if args.command == "retrain-status":
         queue = RetrainQueue(control, settings.outcome_ttl_s)

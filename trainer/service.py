@@ -32,12 +32,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from schemas.common import utc_now
-from schemas.control import RetrainOutcome
+from schemas.control import RECIPE_KEYS, RetrainOutcome
+from schemas.manifest import Scoring
 from trainer.control import QueuedRequest, RetrainQueue, TrainerLock
 from trainer.export import export, new_version
-from trainer.gate import GateImages, decide, labelled_anomalies, measure
+from trainer.gate import Floors, GateImages, decide, labelled_anomalies, measure
+from trainer.losses import LossWeights
 from trainer.normal_store import download, take_snapshot
 from trainer.releases import publish
 from trainer.settings import TrainerSettings
@@ -203,7 +206,9 @@ class RetrainService:
             outcome.parent_version = current.version if current else None
             current_model = self._current_model(current, scratch / "current")
         with self._stage(outcome, "train"):
-            result = self.train_fn(train_root, self._config(), s.progress)
+            result = self.train_fn(
+                train_root, training_config(s, queued.request.recipe), s.progress
+            )
         with self._stage(outcome, "calibrate"):
             version = f"{new_version()}-{snap.snapshot_id[:8]}"
             artifact = scratch / "candidate"
@@ -220,6 +225,11 @@ class RetrainService:
                 sorted(current.products) if current else [],
                 s.max_false_alarm_increase,
                 s.max_auroc_drop,
+                Floors(
+                    s.gate_max_false_alarm_rate,
+                    s.gate_min_synthetic_auroc,
+                    s.gate_min_synthetic_recall,
+                ),
             )
             outcome.gate = decision.as_dict()
         if not decision.released:
@@ -246,17 +256,6 @@ class RetrainService:
         outcome.detail = "; ".join(decision.reasons)
         return outcome
 
-    def _config(self) -> TrainConfig:
-        s = self.settings
-        return TrainConfig(
-            backbone=s.backbone,
-            teacher_weights=str(s.teacher_weights) if s.teacher_weights else None,
-            image_size=s.image_size,
-            epochs=s.epochs,
-            batch_size=s.batch_size,
-            seed=s.seed,
-        )
-
     def _current_model(self, current, folder: Path) -> InspectionModel | None:
         """The current release, loaded to be measured beside the candidate."""
         if current is None:
@@ -266,3 +265,41 @@ class RetrainService:
         if model.manifest.sha256 != current.sha256:
             raise RunFailed(f"stored release {current.version} is not the current manifest")
         return model
+
+
+def training_config(
+    settings: TrainerSettings, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The recipe of the settings, with a request's overrides for this run only."""
+    values = {key: getattr(settings, key) for key in RECIPE_KEYS} | dict(overrides or {})
+    unknown = sorted(set(values) - set(RECIPE_KEYS))
+    if unknown:
+        raise RunFailed(f"unknown recipe keys {unknown}; known: {list(RECIPE_KEYS)}")
+    s = settings
+    try:
+        scoring = Scoring.model_validate(values["scoring"])
+        losses = LossWeights(
+            spatial_kd=float(values["spatial_kd"]),
+            hard_fraction=float(values["hard_fraction"]),
+        )
+    except (ValueError, TypeError) as exc:
+        raise RunFailed(f"invalid recipe: {exc}") from exc
+    if values["checkpoint"] not in ("val_map", "synthetic"):
+        raise RunFailed(f"invalid recipe: checkpoint {values['checkpoint']!r}")
+    if values["dcam"] not in ("none", "channel", "spatial", "both"):
+        raise RunFailed(f"invalid recipe: dcam {values['dcam']!r}")
+    return TrainConfig(
+        backbone=s.backbone,
+        teacher_weights=str(s.teacher_weights) if s.teacher_weights else None,
+        image_size=int(values["image_size"]),
+        epochs=int(values["epochs"]),
+        batch_size=int(values["batch_size"]),
+        lr=float(values["lr"]),
+        seed=int(values["seed"]),
+        bf16=bool(values["bf16"]),
+        dcam=values["dcam"],
+        losses=losses,
+        checkpoint=values["checkpoint"],
+        scoring=scoring,
+        device=s.device,
+    )

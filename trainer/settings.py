@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.manifest import Scoring
+
 
 class TrainerSettings(BaseSettings):
     """Configuration of `kenpin-trainer serve` and the operator commands."""
@@ -73,6 +75,26 @@ class TrainerSettings(BaseSettings):
     batch_size: int = Field(default=16, ge=1)
     seed: int = 0
     threshold_quantile: float = Field(default=0.99, ge=0.5, le=1.0)
+    lr: float = Field(default=0.1, gt=0, description="SGD learning rate.")
+    bf16: bool = Field(default=False, description="bf16 autocast for the student.")
+    dcam: Literal["none", "channel", "spatial", "both"] = "channel"
+    spatial_kd: float = Field(default=1e-3, ge=0, description="Weight of spatial KD.")
+    hard_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="Channel CD on this hardest fraction only; 0: all."
+    )
+    checkpoint: Literal["val_map", "synthetic"] = Field(
+        default="val_map",
+        description="Epoch kept: lowest mean map of held-out normals, or best AUROC against "
+        "defects drawn on them.",
+    )
+    scoring: Scoring = Field(
+        default_factory=Scoring,
+        description='How maps and scores are made, JSON: {"scales": [1, 2], "feature_pool": 3, '
+        '"top_fraction": 0.01}.',
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where training runs: CUDA when present with auto."
+    )
     progress: bool = Field(default=True, description="Progress bars on the terminal.")
 
     # --- the gate ----------------------------------------------------------------
@@ -87,6 +109,28 @@ class TrainerSettings(BaseSettings):
         ge=0,
         description="A candidate whose image AUROC on labelled anomalies is below the current "
         "release's by more than this is not released.",
+    )
+
+    gate_max_false_alarm_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="A first release (nothing to compare against) whose false-alarm rate on "
+        "held-out normals exceeds this is not released.",
+    )
+    gate_min_synthetic_auroc: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="A first release whose image AUROC on defects drawn onto held-out "
+        "normals is below this is not released (a blind model scores 0.5).",
+    )
+    gate_min_synthetic_recall: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="No release may flag fewer than this fraction of the defects drawn onto "
+        "held-out normals: a model that flags nothing never goes live.",
     )
 
     # --- operations --------------------------------------------------------------

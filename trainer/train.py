@@ -11,17 +11,22 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import structlog
 import torch
 from tqdm import tqdm
 
+from schemas.manifest import Scoring
 from trainer.data import Product, discover, fingerprint, read_images, split_normals
 from trainer.dcam import DCAM, AttentionKind
 from trainer.losses import LossWeights, distillation_loss
-from worker.model.anomaly_map import anomaly_map, default_sigma
+from trainer.metrics import auroc
+from trainer.synthetic_anomalies import make_anomalies
+from worker.model.anomaly_map import anomaly_map, default_sigma, image_scores
 from worker.model.network import StudentTeacher
+from worker.model.runtime import resolve_device
 
 log = structlog.get_logger(__name__)
 
@@ -43,9 +48,16 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     bf16: bool = False  # autocast the student's forward/backward in bfloat16
+    # which epoch is kept: the lowest mean map of held-out normals ("val_map", the
+    # authors'), or the best AUROC of held-out normals against defects drawn on them
+    # ("synthetic", trainer/synthetic_anomalies.py); both are measured every epoch
+    checkpoint: Literal["val_map", "synthetic"] = "val_map"
+    device: str = "auto"  # "auto": CUDA when present, else the CPU
+    # how maps and image scores are made (shipped in the manifest, used for calibration)
+    scoring: Scoring = field(default_factory=Scoring)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "scoring": self.scoring.model_dump(mode="json")}
 
 
 @dataclass
@@ -86,7 +98,7 @@ def teacher_pyramid(
     """The teacher's three feature maps for every image, concatenated per scale."""
     chunks: list[list[torch.Tensor]] = []
     for start in range(0, len(images), batch):
-        x = network.normalise(torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2))
+        x = network.normalise(_batch(images[start : start + batch], network.mean.device))
         chunks.append([f.contiguous() for f in network.teacher_features(x)])
     return [torch.cat(scale) for scale in zip(*chunks, strict=True)]
 
@@ -98,17 +110,24 @@ def student_scores(
     teacher: list[torch.Tensor],
     batch: int = 32,
 ) -> tuple[np.ndarray, float]:
-    """Image scores (max of map) and the mean of all maps, with the plain student (no DCAM)."""
+    """Image scores and the mean of all maps, with the plain student (no DCAM), as it scores."""
     network.student.eval()
     size = images.shape[1]
     scores, map_sum = [], 0.0
     for start in range(0, len(images), batch):
-        x = network.normalise(torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2))
+        x = network.normalise(_batch(images[start : start + batch], network.mean.device))
         t = [f[start : start + batch] for f in teacher]
-        maps = anomaly_map(t, network.student_features(x), (size, size), default_sigma(size))
-        scores.append(maps.flatten(1).amax(1))
+        maps = anomaly_map(
+            t, network.student_features(x), (size, size), default_sigma(size), network.scoring
+        )
+        scores.append(image_scores(maps, network.scoring).cpu())
         map_sum += float(maps.mean(dim=(1, 2)).sum())
     return torch.cat(scores).numpy(), map_sum / max(1, len(images))
+
+
+def _batch(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) on `device`."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).to(device, non_blocking=True)
 
 
 def prepare_splits(products: list[Product], config: TrainConfig) -> list[Split]:
@@ -142,23 +161,31 @@ def train(
     network = StudentTeacher.pretrained(
         config.backbone, Path(config.teacher_weights) if config.teacher_weights else None
     )
-    network.to(memory_format=torch.channels_last)
+    device = resolve_device(config.device)
+    network.to(device, memory_format=torch.channels_last)
+    network.scoring = config.scoring
     channels = [
         f.shape[1]
-        for f in network.teacher_features(network.normalise(torch.zeros(1, 3, size, size)))
+        for f in network.teacher_features(
+            network.normalise(torch.zeros(1, 3, size, size, device=device))
+        )
     ]
-    dcam = DCAM(config.dcam, channels).to(memory_format=torch.channels_last)
+    dcam = DCAM(config.dcam, channels).to(device, memory_format=torch.channels_last)
 
     log.info("caching teacher features", images=len(train_images))
     train_teacher = teacher_pyramid(network, train_images)
     val_teacher = {name: teacher_pyramid(network, imgs) for name, imgs in val_images.items()}
+    defective = {
+        name: make_anomalies(imgs, config.seed)[0] for name, imgs in val_images.items() if len(imgs)
+    }
+    defective_teacher = {name: teacher_pyramid(network, imgs) for name, imgs in defective.items()}
 
     params = list(network.student.parameters()) + list(dcam.parameters())
     optimiser = torch.optim.SGD(
         params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     shuffler = np.random.default_rng(config.seed)
-    best_state, best_epoch, best_val = None, -1, float("inf")
+    best_state, best_epoch, best_val, best_rank = None, -1, float("inf"), float("inf")
     best_scores: dict[str, np.ndarray] = {}
     history: list[dict] = []
     n = len(train_images)
@@ -178,9 +205,9 @@ def train(
         )
         for step in bar:
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = network.normalise(torch.from_numpy(train_images[idx.numpy()]).permute(0, 3, 1, 2))
-            teacher = [f[idx] for f in train_teacher]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            x = network.normalise(_batch(train_images[idx.numpy()], device))
+            teacher = [f[idx.to(device)] for f in train_teacher]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 student = dcam(network.student_features(x))
             loss, terms = distillation_loss(teacher, student, config.losses)
             optimiser.zero_grad(set_to_none=True)
@@ -196,23 +223,36 @@ def train(
             val_scores[name], mean_map = student_scores(network, imgs, val_teacher[name])
             val_maps.append(mean_map * len(imgs))
         val_map = sum(val_maps) / max(1, sum(len(v) for v in val_images.values()))
+        synthetic = {
+            name: auroc(
+                np.r_[np.zeros(len(val_scores[name])), np.ones(len(imgs))],
+                np.r_[val_scores[name], student_scores(network, imgs, defective_teacher[name])[0]],
+            )
+            for name, imgs in defective.items()
+        }
+        synthetic_mean = float(np.mean(list(synthetic.values()))) if synthetic else 0.0
         record = {
             "epoch": epoch,
             "loss": sum(train_terms.values()),
             **train_terms,
             "val_mean_map": val_map,
+            "synthetic_auroc": synthetic_mean,
+            **{f"synthetic_auroc/{name}": v for name, v in synthetic.items()},
             "seconds": time.perf_counter() - started,
         }
         history.append(record)
-        improved = val_map < best_val
+        # lower is better for both ranks: the mean map, or 1 - synthetic AUROC
+        rank = val_map if config.checkpoint == "val_map" else 1.0 - synthetic_mean
+        improved = rank < best_rank
         if improved:
-            best_val, best_epoch = val_map, epoch
+            best_rank, best_val, best_epoch = rank, val_map, epoch
             best_state = copy.deepcopy(network.student.state_dict())
             best_dcam = copy.deepcopy(dcam.state_dict())
             best_scores = val_scores
         message = (
             f"epoch {epoch}/{config.epochs} loss {record['loss']:.4f} "
-            f"val map {val_map:.5f}{' *' if improved else ''} "
+            f"val map {val_map:.5f} synthetic AUROC {synthetic_mean:.3f}"
+            f"{' *' if improved else ''} "
             f"({record['seconds']:.0f}s)"
         )
         if progress:
@@ -229,7 +269,9 @@ def train(
             name: student_scores(network, imgs, val_teacher[name])[0]
             for name, imgs in val_images.items()
         }
-    network.eval()
+    network.to("cpu").eval()  # artifacts are written, and calibrated scores kept, on the CPU
+    if dcam is not None:
+        dcam.to("cpu")
     data = {
         "root": str(data_dir),
         "products": {s.product: {"train": len(s.train), "val": len(s.val)} for s in splits},
