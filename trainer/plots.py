@@ -77,10 +77,18 @@ def sweep_figure(rows: dict[str, list[dict]], path: Path) -> Path:
         epochs = [r["epoch"] for r in history]
         (line,) = ax.plot(epochs, [100 * r["mean/tune"] for r in history], marker="o", label=name)
         ax.plot(epochs, [100 * r["mean/holdout"] for r in history], ":", color=line.get_color())
+        if all("synthetic_auroc" in r for r in history):  # what the "synthetic" rule sees
+            ax.plot(
+                epochs,
+                [100 * r["synthetic_auroc"] for r in history],
+                "--",
+                color=line.get_color(),
+                alpha=0.6,
+            )
     ax.set(
         xlabel="epoch",
         ylabel="mean image AUROC (%)",
-        title="sweep: tune half (solid), holdout half (dotted)",
+        title="sweep: tune (solid), holdout (dotted), drawn defects (dashed)",
     )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
