@@ -198,24 +198,12 @@ def decide(
             f"false alarms on held-out normals {cand['false_alarm_rate']:.3f} > current "
             f"{cur['false_alarm_rate']:.3f} + tolerance {max_false_alarm_increase}"
         )
-    if (
-        cand["image_auroc"] is not None
-        and cur["image_auroc"] is not None
-        and cand["image_auroc"] < cur["image_auroc"] - max_auroc_drop
-    ):
-        reasons.append(
-            f"image AUROC on labelled anomalies {cand['image_auroc']:.3f} < current "
-            f"{cur['image_auroc']:.3f} - tolerance {max_auroc_drop}"
-        )
-    if (
-        cand["synthetic_auroc"] is not None
-        and cur["synthetic_auroc"] is not None
-        and cand["synthetic_auroc"] < cur["synthetic_auroc"] - max_auroc_drop
-    ):
-        reasons.append(
-            f"image AUROC on drawn defects {cand['synthetic_auroc']:.3f} < current "
-            f"{cur['synthetic_auroc']:.3f} - tolerance {max_auroc_drop}"
-        )
+    for key, what in (("image_auroc", "labelled anomalies"), ("synthetic_auroc", "drawn defects")):
+        if cand[key] is not None and cur[key] is not None and cand[key] < cur[key] - max_auroc_drop:
+            reasons.append(
+                f"image AUROC on {what} {cand[key]:.3f} < current {cur[key]:.3f} "
+                f"- tolerance {max_auroc_drop}"
+            )
     compared = {"products": sorted(common), "candidate": cand, "current": cur}
     candidate = {**candidate, "compared": compared}
     verdict = reasons or ["not worse than the current release"]
