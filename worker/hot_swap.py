@@ -188,6 +188,7 @@ class HotSwap:
         self.clock = clock
         self.active_version = active_version
         self.pending_version: str | None = None
+        self._previous_version: str | None = None  # served before the last take_ready
         self._ready: InspectionModel | None = None
         self._lock = threading.Lock()
         self._refused: dict[tuple[str, str], _Refusal] = {}
@@ -201,18 +202,24 @@ class HotSwap:
     # --- the loop's side -------------------------------------------------------------
 
     def take_ready(self) -> InspectionModel | None:
-        """The model to swap in now, once; None when there is none (the usual case)."""
+        """The model to swap in now, once; None when there is none (the usual case).
+
+        The model counts as served from here on, in the same critical section: had
+        `active_version` waited for `swapped`, this thread could see "not served,
+        not ready" in between and prepare (and swap in) the same release twice.
+        """
         with self._lock:
             model, self._ready = self._ready, None
+            if model is not None:
+                self._previous_version, self.active_version = self.active_version, model.version
+                if self.pending_version == model.version:
+                    self.pending_version = None
             return model
 
     def swapped(self, model: InspectionModel) -> None:
         """Record that the loop now serves `model` (metrics, health, heartbeat)."""
-        previous = self.active_version
         with self._lock:
-            self.active_version = model.version
-            if self.pending_version == model.version:
-                self.pending_version = None
+            previous = self._previous_version
         self.metrics.model_swaps.inc()
         self.metrics.set_model_version(model.version)
         if self.health is not None:

@@ -82,6 +82,19 @@ def test_a_good_release_is_ready_once(tmp_path, artifact):
     assert swap.metrics.model_swaps._value.get() == 1
 
 
+def test_a_release_taken_by_the_loop_is_not_prepared_again_before_swapped(tmp_path, artifact):
+    """The loop takes the model, then records the swap: a check in between must not redo it."""
+    store, control = FakeStore(), FakeControl()
+    swap = _swap(tmp_path, store, control)
+    manifest = _upload(store, artifact, "v2")
+    assert swap.consider(manifest) is not None
+    model = swap.take_ready()
+    assert swap.consider(manifest) is None  # the periodic check, before `swapped`
+    swap.swapped(model)
+    assert swap.take_ready() is None
+    assert swap.metrics.model_swaps._value.get() == 1
+
+
 def test_a_corrupt_release_is_refused_once_and_not_retried(tmp_path, artifact):
     store, control = FakeStore(), FakeControl()
     swap = _swap(tmp_path, store, control)
