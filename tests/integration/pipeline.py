@@ -7,12 +7,14 @@ letters and committed offsets.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
+from pydantic_settings import BaseSettings
 
 from schemas.deadletters import DeadLetter
 from schemas.verdicts import Verdict
@@ -20,6 +22,15 @@ from tests.integration.frames import Sent
 from worker.settings import WorkerSettings
 
 PRODUCTS = ("washer", "tile")
+
+
+def settings_env(settings: BaseSettings) -> dict[str, str]:
+    """`settings` as the `KENPIN_*` variables a process reads (nested values as JSON)."""
+    return {
+        f"KENPIN_{key.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in settings.model_dump(mode="json").items()
+        if value is not None
+    }
 
 
 def test_images(line_data: Path) -> list[tuple[Path, str]]:
@@ -131,5 +142,3 @@ def match(sent: list[Sent], verdicts: list[Verdict], letters: list[DeadLetter]) 
     for d in letters:
         outcomes[(d.source_topic, d.source_partition, d.source_offset)] += 1
     return outcomes
-
-

@@ -33,7 +33,12 @@ from safetensors.torch import load_file
 
 from schemas.manifest import ModelManifest
 from tests.integration.frames import produce_frames
-from tests.integration.pipeline import collect_outcomes, create_topics, run_settings
+from tests.integration.pipeline import (
+    collect_outcomes,
+    create_topics,
+    run_settings,
+    settings_env,
+)
 from tests.integration.releases import run_id, start_worker, wait_for
 from trainer.export import export
 from trainer.releases import make_current, publish, upload
@@ -119,11 +124,7 @@ def _on_disk(releases_dir: Path) -> list[str]:
 def _worker_env(settings: WorkerSettings, stack) -> dict[str, str]:
     return {
         **os.environ,
-        **{
-            f"KENPIN_{k.upper()}": v if isinstance(v, str) else json.dumps(v)
-            for k, v in settings.model_dump(mode="json").items()
-            if v is not None
-        },
+        **settings_env(settings),
         "KENPIN_S3_ACCESS_KEY": stack.s3_access_key,
         "KENPIN_S3_SECRET_KEY": stack.s3_secret_key,
         "KENPIN_LOG_FORMAT": "json",

@@ -37,6 +37,7 @@ import torch
 from kafka import KafkaProducer
 
 from tests.integration.frames import produce_frames
+from tests.integration.pipeline import settings_env
 from tests.integration.releases import run_id, start_worker, wait_for
 from tests.integration.test_worker_pipeline import collect_outcomes, create_topics, run_settings
 from tests.integration.trainer_process import training_marker
@@ -183,9 +184,8 @@ def test_end_to_end_retrain_release_and_swap(local_stack, line, tmp_path, monkey
     settings = _trainer_settings(
         local_stack, run, tmp_path, renamed, max_false_alarm_increase=0.05, max_auroc_drop=0.5
     )
-    for key, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            monkeypatch.setenv(f"KENPIN_{key.upper()}", str(value))
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("KENPIN_S3_ACCESS_KEY", local_stack.s3_access_key)
     monkeypatch.setenv("KENPIN_S3_SECRET_KEY", local_stack.s3_secret_key)
     store = ObjectStore.from_settings(settings)
@@ -284,10 +284,7 @@ def test_end_to_end_retrain_release_and_swap(local_stack, line, tmp_path, monkey
 
 def _environment(stack, settings: TrainerSettings) -> dict[str, str]:
     """`settings` as the `KENPIN_*` variables a trainer process reads."""
-    env = dict(os.environ)
-    for key, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"KENPIN_{key.upper()}"] = str(value)
+    env = {**os.environ, **settings_env(settings)}
     env["KENPIN_S3_ACCESS_KEY"] = stack.s3_access_key
     env["KENPIN_S3_SECRET_KEY"] = stack.s3_secret_key
     return env

@@ -25,6 +25,7 @@ from tests.integration.pipeline import (
     create_topics,
     match,
     run_settings,
+    settings_env,
     test_images,
     wait_for_commits,
 )
@@ -134,11 +135,7 @@ def test_kill_minus_9_mid_stream_loses_no_frame(local_stack, artifact, line_data
     create_topics(local_stack, [topic], partitions=2)
     env = {
         **os.environ,
-        **{
-            f"KENPIN_{k.upper()}": str(v)
-            for k, v in settings.model_dump(mode="json").items()
-            if v is not None
-        },
+        **settings_env(settings),
         "KENPIN_S3_ACCESS_KEY": local_stack.s3_access_key,
         "KENPIN_S3_SECRET_KEY": local_stack.s3_secret_key,
         "KENPIN_LOG_FORMAT": "json",
