@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.worker.fakes import FakeStore
 from trainer.export import export
 from trainer.synthetic import generate
 from trainer.train import TrainConfig, train
@@ -19,17 +20,6 @@ from worker.metrics import Health
 from worker.model.artifact import MANIFEST_FILE, read_manifest
 from worker.model.backbones import sha256_file
 from worker.settings import WorkerSettings
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, data: bytes, content_type: str = "", metadata=None) -> None:
-        self.objects[key] = data
-
-    def get(self, key: str) -> bytes:
-        return self.objects[key]
 
 
 class FakeControl:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import worker.startup
 from schemas.manifest import ModelManifest
+from tests.worker.fakes import FakeStore
 from trainer.export import export
 from trainer.synthetic import generate
 from trainer.train import TrainConfig, train
@@ -24,17 +25,6 @@ from worker.model.artifact import MANIFEST_FILE, read_manifest
 from worker.model.backbones import sha256_file
 from worker.settings import WorkerSettings
 from worker.startup import MAX_FALLBACKS, NoModelToServe, start_model
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, data: bytes, content_type: str = "", metadata=None) -> None:
-        self.objects[key] = data
-
-    def get(self, key: str) -> bytes:
-        return self.objects[key]
 
 
 class FakeControl:
