@@ -23,6 +23,10 @@ from kafka.admin import NewTopic
 
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
+from schemas.object_layout import HEATMAP_PREFIX
+from schemas.settings import settings_env
+from schemas.topics import DEADLETTER_TOPIC, frames_topic, verdict_topic
+from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +36,9 @@ def say(message: str) -> None:
 
 
 def train_model(data: Path, out: Path, image_size: int, epochs: int) -> Path:
-    from trainer.export import export
-    from trainer.train import TrainConfig, train
+    from trainer.learning.config import TrainConfig
+    from trainer.learning.export import export
+    from trainer.learning.train import train
 
     config = TrainConfig(image_size=image_size, epochs=epochs, batch_size=16, bf16=True)
     started = time.perf_counter()
@@ -59,7 +64,7 @@ def show_verdicts(bootstrap: str, lines: list[str], expected: int, timeout_s: fl
     from schemas.deadletters import DeadLetter
     from schemas.verdicts import Verdict
 
-    topics = [f"kenpin.verdicts.{line}" for line in lines] + ["kenpin.deadletter"]
+    topics = [verdict_topic(line) for line in lines] + [DEADLETTER_TOPIC]
     consumer = KafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -73,7 +78,7 @@ def show_verdicts(bootstrap: str, lines: list[str], expected: int, timeout_s: fl
         while len(verdicts) + len(letters) < expected and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    if record.topic == "kenpin.deadletter":
+                    if record.topic == DEADLETTER_TOPIC:
                         d = DeadLetter.from_json(record.value)
                         letters.append(d)
                         print(f"  DEAD {d.source_topic} offset {d.source_offset}: {d.reason}")
@@ -119,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=4.0, help="frames per second per line")
     args = parser.parse_args(argv)
 
-    from trainer.data import discover
-    from trainer.synthetic import generate
+    from trainer.learning.data import discover
+    from trainer.learning.synthetic_dataset import generate
     from worker.logs import configure_logging
 
     configure_logging("console", "WARNING")
@@ -146,18 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         sources = {
             line: data / products[i % len(products)] / "test" for i, line in enumerate(lines)
         }
-        create_topics(settings.kafka_bootstrap, [f"kenpin.frames.{line}" for line in lines])
+        create_topics(settings.kafka_bootstrap, [frames_topic(line) for line in lines])
         metrics_port = free_port()
-        env = {
-            **os.environ,
-            **settings.env,
-            "KENPIN_MODEL_PATH": str(model),
-            "KENPIN_DEVICE": "cpu",
-            "KENPIN_PRECISION": "bf16",
-            "KENPIN_LOG_FORMAT": "json",
-            "KENPIN_METRICS_PORT": str(metrics_port),
-            "KENPIN_SESSION_TIMEOUT_MS": "6000",
-        }
+        worker_settings = dict(
+            model_path=model,
+            device="cpu",
+            precision="bf16",
+            log_format="json",
+            metrics_port=metrics_port,
+            session_timeout_ms=6000,
+        )
+        env = {**os.environ, **settings.env, **settings_env(worker_settings, WorkerSettings)}
         say(f"starting a worker (metrics and health on 127.0.0.1:{metrics_port})")
         worker = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "run"],
@@ -226,7 +230,7 @@ def summarise(verdicts, letters, sent: int, health: dict, settings, out: Path) -
     print(f"  capture -> verdict latency ms: p50 {p50:.0f}, p95 {p95:.0f}, p99 {p99:.0f}")
     print(f"  worker health: {health}")
     print(
-        f"  heatmaps: s3://{settings.s3_bucket}/heatmaps/<line>/<date>/<frame id>.png "
+        f"  heatmaps: s3://{settings.s3_bucket}/{HEATMAP_PREFIX}/<line>/<date>/<frame id>.png "
         f"on {settings.s3_endpoint} (originals beside them, .original.<ext>)"
     )
     if ng:

@@ -19,22 +19,6 @@ CONTROL_SCHEMA_VERSION = 1
 RetrainStatus = Literal["queued", "running", "released", "refused", "failed"]
 
 
-#: What a retrain request may override of the trainer's recipe (TrainerSettings).
-RECIPE_KEYS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "seed",
-    "image_size",
-    "bf16",
-    "dcam",
-    "spatial_kd",
-    "hard_fraction",
-    "checkpoint",
-    "scoring",
-)
-
-
 class RetrainRequest(BaseModel):
     """One entry of the stream `kenpin:retrain`: who asked for a retrain, why and when."""
 
@@ -47,7 +31,9 @@ class RetrainRequest(BaseModel):
         default_factory=dict,
         description="Overrides of the trainer's recipe for this run only, e.g. "
         '{"epochs": 30, "lr": 0.03, "checkpoint": "synthetic", "scoring": {"scales": [1, 2]}}; '
-        "keys: " + ", ".join(RECIPE_KEYS) + ".",
+        "keys: the fields of the trainer's training configuration (trainer/learning/config.py, "
+        "`kenpin-trainer retrain --help` lists them) except backbone, teacher_weights and "
+        "device; a trainer refuses a request with any other key.",
     )
     schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
 

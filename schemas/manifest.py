@@ -1,17 +1,57 @@
-"""The model manifest: what a released artifact is, so a worker can verify and load it."""
+"""The model manifest: what a released artifact is, so a worker can verify and load it.
+
+A release is a manifest and the files it lists (`files`: name and sha256 of
+each, the weights first). The worker builds the network its `architecture`
+names (`worker.model.registry`), loads every file only once its sha256 matched,
+and scores it the way `scoring` says.
+
+Version 1 manifests (before `architecture` and `files`) named one weights file
+in `weights_file` and its digest in `sha256`; they are still read, as a
+student-teacher release of that one file, and written back as version 2.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MANIFEST_SCHEMA_VERSION = 1
+from schemas.object_layout import MANIFEST_FILE
+
+MANIFEST_SCHEMA_VERSION = 2
+#: The architecture of every release written before manifests named one.
+DEFAULT_ARCHITECTURE = "student_teacher"
+#: The weights file of a version 1 manifest that did not name one.
+LEGACY_WEIGHTS_FILE = "model.safetensors"
 
 
 class Normalisation(BaseModel):
+    """Per-channel mean and std of the network's input, on the [0, 1] scale."""
+
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+
+class ReleaseFile(BaseModel):
+    """One file of a release; it is loaded only if its sha256 matches."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$",
+        max_length=255,
+        description="plain file name beside the manifest (no folder, not hidden)",
+    )
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_manifest(cls, value: str) -> str:
+        if value == MANIFEST_FILE:
+            raise ValueError(f"a release file cannot be named {MANIFEST_FILE}")
+        return value
 
 
 class ProductThreshold(BaseModel):
@@ -49,6 +89,11 @@ class Scoring(BaseModel):
         lt=1.0,
         description="image score = mean of this top fraction of map values (0: the maximum)",
     )
+    plus_unpooled: bool = Field(
+        default=False,
+        description="with feature_pool > 1, add the plain (unpooled) distance of each scale "
+        "too: averaged features see thin defects, plain ones small compact defects",
+    )
 
     @field_validator("feature_pool")
     @classmethod
@@ -68,20 +113,35 @@ class Scoring(BaseModel):
     def label(self) -> str:
         """A short name for tables: `s0+1+2 pool1 max`, `s1+2 pool3 top1%`."""
         score = f"top{self.top_fraction * 100:g}%" if self.top_fraction else "max"
-        return f"s{'+'.join(map(str, self.scales))} pool{self.feature_pool} {score}"
+        pool = f"pool{self.feature_pool}{'+1' if self.plus_unpooled else ''}"
+        return f"s{'+'.join(map(str, self.scales))} {pool} {score}"
 
 
 class ModelManifest(BaseModel):
-    """Sidecar JSON of a model artifact. The weights file is trusted only if its sha256 matches."""
+    """Sidecar JSON of a model artifact. Its files are trusted only if their sha256 match."""
 
     schema_version: int = MANIFEST_SCHEMA_VERSION
     version: str
     created: datetime
-    backbone: str
+    architecture: str = Field(
+        default=DEFAULT_ARCHITECTURE,
+        description="the network to build (a name registered in worker.model.registry); "
+        "absent in version 1 manifests (student_teacher)",
+    )
+    backbone: str | None = Field(
+        default=None,
+        description="the feature extractor, for architectures built on one "
+        "(student_teacher: the teacher's and the student's)",
+    )
     image_size: int
-    normalisation: Normalisation
-    weights_file: str = "model.safetensors"
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    normalisation: Normalisation | None = Field(
+        default=None,
+        description="input mean and std the network applies; when present it must agree "
+        "with the backbone (a release that disagrees is refused)",
+    )
+    files: list[ReleaseFile] = Field(
+        min_length=1, description="the release's files, weights first, each with its sha256"
+    )
     products: dict[str, ProductThreshold]
     scoring: Scoring = Field(
         default_factory=Scoring,
@@ -91,3 +151,35 @@ class ModelManifest(BaseModel):
     metrics: dict = Field(default_factory=dict)
     data: dict = Field(default_factory=dict, description="summary of the training data")
     parent_version: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: Any) -> Any:
+        """A version 1 manifest (`weights_file` + `sha256`) as the one file of a release."""
+        if not isinstance(data, dict) or "files" in data or "sha256" not in data:
+            return data
+        data = dict(data)
+        name = data.pop("weights_file", None) or LEGACY_WEIGHTS_FILE
+        data["files"] = [{"name": name, "sha256": data.pop("sha256")}]
+        data["schema_version"] = MANIFEST_SCHEMA_VERSION
+        return data
+
+    @field_validator("files")
+    @classmethod
+    def _distinct_names(cls, value: list[ReleaseFile]) -> list[ReleaseFile]:
+        names = [f.name for f in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"file names must be distinct: {names}")
+        return value
+
+    @property
+    def digest(self) -> str:
+        """One sha256 over the names and digests of the files: which exact files a release is.
+
+        With the version, it tells an announced release from the one stored under
+        its name (they must be equal) and keys what a worker refused.
+        """
+        digest = hashlib.sha256()
+        for file in self.files:
+            digest.update(f"{file.name}\t{file.sha256}\n".encode())
+        return digest.hexdigest()

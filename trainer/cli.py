@@ -5,272 +5,330 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from schemas.manifest import Scoring
-from trainer.losses import LossWeights
-from trainer.train import TrainConfig
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
+from schemas.settings import PlaneSettings
+from trainer.learning.config import (
+    CLI_EXPANDED,
+    REQUEST_KEYS,
+    RecipeError,
+    TrainConfig,
+    flat_fields,
+    from_flat,
+    recipe_config,
+)
+from trainer.service import operations
+from trainer.service.settings import TrainerSettings
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    w = LossWeights()
-    p.add_argument("--data", type=Path, required=True, help="dataset root in MVTec layout")
-    p.add_argument("--backbone", default=d.backbone, choices=["efficientnet_lite0", "resnet18"])
-    p.add_argument(
-        "--teacher-weights", type=Path, help="ImageNet weights file (resnet18 needs one)"
-    )
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--dcam", default=d.dcam, choices=["none", "channel", "spatial", "both"])
-    p.add_argument(
-        "--checkpoint",
-        default=d.checkpoint,
-        choices=["val_map", "synthetic"],
-        help="epoch kept: lowest mean map of held-out normals, or best AUROC against "
-        "defects drawn on them",
-    )
-    p.add_argument(
-        "--scales",
-        default=",".join(map(str, d.scoring.scales)),
-        help="pyramid levels in the map, e.g. 1,2 (0: stride 4, 1: stride 8, 2: stride 16)",
-    )
-    p.add_argument("--feature-pool", type=int, default=d.scoring.feature_pool)
-    p.add_argument("--top-fraction", type=float, default=d.scoring.top_fraction)
-    p.add_argument("--channel-cd", type=float, default=w.channel_cd)
-    p.add_argument("--spatial-cd", type=float, default=w.spatial_cd)
-    p.add_argument("--spatial-kd", type=float, default=w.spatial_kd)
-    p.add_argument("--channel-kd", type=float, default=w.channel_kd)
-    p.add_argument("--temperature", type=float, default=w.temperature)
-    p.add_argument(
-        "--hard-fraction",
-        type=float,
-        default=w.hard_fraction,
-        help="train channel CD on this largest fraction of pixel distances only (0: all)",
-    )
-    p.add_argument(
-        "--bf16", action="store_true", help="bf16 autocast for the student (faster on CPU)"
-    )
-    p.add_argument(
-        "--device", default=d.device, choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
-    )
+# Nothing that imports torch at module level: `kenpin-trainer --help` must answer at
+# once. The commands import what they need when they run.
+
+#: TrainConfig's fields as `kenpin-trainer train` sets them: one flag per scalar.
+TRAIN_FIELDS = flat_fields(CLI_EXPANDED)
 
 
-def _study_args(p: argparse.ArgumentParser, epochs: int) -> None:
-    """What the ablation and the sweep share: data, output, budget, seed, precision."""
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
-    )
+class UsageError(Exception):
+    """A command's arguments that argparse could not check: reported like argparse does."""
+
+
+# --- flags derived from pydantic fields ------------------------------------------------
+
+
+def add_field_flags(
+    parser: argparse.ArgumentParser,
+    fields: Mapping[str, FieldInfo],
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """A `--field-name` per field, its description as help, its default (or `defaults`')."""
+    defaults = defaults or {}
+    for name, info in fields.items():
+        declared = info.get_default(call_default_factory=True)
+        default = defaults.get(name, declared)
+        shown = f"default: {_shown(default)}"
+        if name in defaults and default != declared:
+            shown += f" here; {_shown(declared)} in a training run"
+        description = (info.description or "").rstrip(".")
+        help_text = f"{description} ({shown})" if description else f"({shown})"
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=default,
+            help=help_text.replace("%", "%%"),
+            **_argument(name, info.annotation),
+        )
+
+
+def _argument(name: str, annotation: Any) -> dict[str, Any]:
+    """argparse's type, choices or action for a field's annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return _argument(name, inner)
+    if origin is typing.Literal:
+        return {"choices": list(args), "type": type(args[0])}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation in (int, float, str):
+        return {"type": annotation}
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return {"type": _comma_list(args[0]), "metavar": f"{args[0].__name__},..."}
+    raise TypeError(f"no command-line flag for field {name!r} of type {annotation!r}")
+
+
+def _comma_list(item: type) -> Any:
+    def parse(text: str) -> tuple:
+        return tuple(item(v) for v in text.split(","))
+
+    parse.__name__ = f"comma-separated {item.__name__}s"  # argparse's error message
+    return parse
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        backbone=args.backbone,
-        teacher_weights=str(args.teacher_weights) if args.teacher_weights else None,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        dcam=args.dcam,
-        losses=LossWeights(
-            channel_cd=args.channel_cd,
-            spatial_cd=args.spatial_cd,
-            spatial_kd=args.spatial_kd,
-            channel_kd=args.channel_kd,
-            temperature=args.temperature,
-            hard_fraction=args.hard_fraction,
-        ),
-        bf16=args.bf16,
+    try:
+        return from_flat({name: getattr(args, name) for name in TRAIN_FIELDS}, CLI_EXPANDED)
+    except ValidationError as exc:
+        raise UsageError(_problems(exc)) from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def _recipe(text: str) -> dict[str, Any]:
+    """`--recipe`: a JSON object whose keys and values a trainer accepts."""
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(recipe, dict):
+        raise argparse.ArgumentTypeError("a JSON object of recipe keys and values")
+    try:
+        recipe_config({}, recipe)
+    except RecipeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return recipe
+
+
+# --- the commands ----------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from worker.model.backbones import BACKBONES
+
+    if config.backbone not in BACKBONES:
+        raise UsageError(f"unknown backbone {config.backbone!r}; one of {sorted(BACKBONES)}")
+    from trainer.learning.export import export
+    from trainer.learning.train import train
+
+    result = train(args.data, config)
+    manifest = export(result, args.out, quantile=args.threshold_quantile)
+    files = ", ".join(f"{f.name} sha256 {f.sha256}" for f in manifest.files)
+    print(f"wrote {args.out} version {manifest.version}: {files}")
+    for product, entry in manifest.products.items():
+        print(f"  {product}: threshold {entry.threshold:.4f} ({entry.rule})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from trainer.learning.evaluate import evaluate_artifact, format_table
+
+    report = evaluate_artifact(
+        args.model,
+        args.data,
+        args.out or args.model / "eval",
+        precision=args.precision,
         device=args.device,
-        checkpoint=args.checkpoint,
-        scoring=Scoring(
-            scales=tuple(int(v) for v in args.scales.split(",")),
-            feature_pool=args.feature_pool,
-            top_fraction=args.top_fraction,
-        ),
     )
+    print(format_table({"model": report}))
+    return 0
 
 
-CONTROL_COMMANDS = {
-    "serve",
-    "retrain",
-    "retrain-status",
-    "import-normals",
-    "mark-good",
-    "release",
-    "workers",
-}
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from trainer.learning.evaluate import format_defects, format_table
+    from trainer.research.ablation import run_ablation
 
-
-def _control_args(sub: argparse._SubParsersAction) -> None:
-    """The service and the operator's commands (settings: KENPIN_* environment variables)."""
-    sub.add_parser("serve", help="retrain on schedule and on request; gate; release")
-
-    p = sub.add_parser("retrain", help="ask the trainer service for a retrain; prints its id")
-    p.add_argument("--reason", required=True, help="why, in words")
-    p.add_argument("--who", default=None, help="who asks (default: user@host)")
-    p.add_argument(
-        "--recipe",
-        type=json.loads,
-        default=None,
-        help='JSON overrides of the trainer\'s recipe for this run, e.g. \'{"epochs": 30}\'',
+    results = run_ablation(
+        args.data, args.out, args.epochs, args.batch_size, args.seed, args.bf16, args.variant
     )
-
-    p = sub.add_parser("retrain-status", help="the outcome of a retrain request")
-    p.add_argument("request_id")
-    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to finish")
-
-    p = sub.add_parser("import-normals", help="seed the normal store from a folder of images")
-    p.add_argument("--product", required=True)
-    p.add_argument("folder", type=Path)
-
-    p = sub.add_parser("mark-good", help="file a flagged frame as a normal of its product")
-    p.add_argument("frame_id")
-    p.add_argument("--product", help="default: read from the stored frame")
-    p.add_argument("--line", help="narrows the search for the frame")
-
-    p = sub.add_parser("release", help="list releases, activate one, roll back")
-    rel = p.add_subparsers(dest="action", required=True)
-    rel.add_parser("list", help="releases in the bucket, * marks the current one")
-    act = rel.add_parser("activate", help="make a stored release current")
-    act.add_argument("version")
-    rel.add_parser("rollback", help="make the previous release current again")
-
-    sub.add_parser("workers", help="live workers and the release each one serves")
+    print(format_table(results))
+    print()
+    print("image AUROC / AU-PRO per defect type")
+    print(format_defects(results))
+    print()
+    for name, report in results.items():
+        t = report["training"]
+        print(
+            f"{name}: {t['epochs']} epochs, best epoch {t['best_epoch']}, "
+            f"training {t['seconds'] / 60:.1f} min"
+        )
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from worker.logs import configure_logging
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from trainer.research.sweep import DIAGNOSIS, TRIALS, format_sweep, format_variants, run_sweep
 
-    parser = argparse.ArgumentParser(prog="kenpin-trainer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    rows = run_sweep(
+        args.data,
+        args.out,
+        args.trial or list(TRIALS),
+        args.epochs,
+        args.batch_size,
+        args.seed,
+        args.bf16,
+        image_size=args.image_size,
+        variants=DIAGNOSIS if args.diagnose else None,
+        device=args.device,
+    )
+    print(format_sweep(rows))
+    for name, history in rows.items():
+        table = format_variants(history)
+        if table:
+            print(f"\n{name}\n{table}")
+    return 0
 
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from trainer.research.benchmark import run_benchmark
+
+    run_benchmark(args.model, args.batch or [1, 16], args.seconds)
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------
+
+
+def _study_args(p: argparse.ArgumentParser, epochs: int, extra: tuple[str, ...] = ()) -> None:
+    """What the ablation and the sweep share: data, output, a short budget, seed, precision."""
+    p.add_argument("--data", type=Path, required=True, help="dataset root in MVTec layout")
+    p.add_argument("--out", type=Path, required=True, help="results folder (resumable)")
+    names = ("epochs", "batch_size", "seed", "bf16", "device", *extra)
+    add_field_flags(p, {n: TRAIN_FIELDS[n] for n in names}, defaults={"epochs": epochs})
+
+
+def _training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one multi-class model and export an artifact")
-    _train_args(p)
+    p.add_argument("--data", type=Path, required=True, help="dataset root in MVTec layout")
     p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
-    p.add_argument("--threshold-quantile", type=float, default=0.99)
+    add_field_flags(p, TRAIN_FIELDS)
+    add_field_flags(p, {"threshold_quantile": TrainerSettings.model_fields["threshold_quantile"]})
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate an artifact on the test split")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, help="report folder (default: <model>/eval)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if present"
-    )
-
-    p = sub.add_parser("ablation", help="train and evaluate the paper's variants in one run")
-    _study_args(p, epochs=20)
-    p.add_argument("--variant", action="append", help="only these variants (repeatable)")
+    add_field_flags(p, {n: PlaneSettings.model_fields[n] for n in ("precision", "device")})
+    p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser(
-        "sweep", help="hyperparameter trials judged on the tune half of the labelled test images"
+        "ablation",
+        help="train and evaluate the paper's variants in one run (a short research budget)",
     )
-    _study_args(p, epochs=5)
+    _study_args(p, epochs=20)
+    p.add_argument("--variant", action="append", help="only these variants (repeatable)")
+    p.set_defaults(run=cmd_ablation)
+
+    p = sub.add_parser(
+        "sweep",
+        help="hyperparameter trials judged on the tune half of the labelled test images "
+        "(a short research budget)",
+    )
+    _study_args(p, epochs=5, extra=("image_size",))
     p.add_argument("--trial", action="append", help="only these trials (repeatable; default all)")
-    p.add_argument("--image-size", type=int, default=256)
     p.add_argument(
         "--diagnose",
         action="store_true",
         help="also score every epoch under each scoring variant (scales, feature "
         "averaging, top-k score) and print the tiles' table",
     )
+    p.set_defaults(run=cmd_sweep)
 
     p = sub.add_parser("bench", help="inference images/s at several batch sizes and precisions")
     p.add_argument("--model", type=Path, help="artifact (default: a fresh untrained pair)")
     p.add_argument("--batch", type=int, action="append", help="batch sizes (default 1 and 16)")
     p.add_argument("--seconds", type=float, default=10.0, help="time per measurement")
+    p.set_defaults(run=cmd_bench)
 
-    _control_args(sub)
 
-    args = parser.parse_args(argv)
+def _control_commands(sub: argparse._SubParsersAction) -> None:
+    """The service and the operator's commands (settings: KENPIN_* environment variables)."""
+    p = sub.add_parser("serve", help="retrain on schedule and on request; gate; release")
+    p.set_defaults(run=operations.serve)
+
+    p = sub.add_parser("retrain", help="ask the trainer service for a retrain; prints its id")
+    p.add_argument("--reason", required=True, help="why, in words")
+    p.add_argument("--who", default=None, help="who asks (default: user@host)")
+    p.add_argument(
+        "--recipe",
+        type=_recipe,
+        default=None,
+        help="JSON overrides of the trainer's recipe for this run, e.g. '{\"epochs\": 30}'; "
+        f"keys: {', '.join(REQUEST_KEYS)}",
+    )
+    p.set_defaults(run=operations.retrain)
+
+    p = sub.add_parser("retrain-status", help="the outcome of a retrain request")
+    p.add_argument("request_id")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to finish")
+    p.set_defaults(run=operations.retrain_status)
+
+    p = sub.add_parser("import-normals", help="seed the normal store from a folder of images")
+    p.add_argument("--product", required=True)
+    p.add_argument("folder", type=Path)
+    p.set_defaults(run=operations.import_normals)
+
+    p = sub.add_parser("mark-good", help="file a flagged frame as a normal of its product")
+    p.add_argument("frame_id")
+    p.add_argument("--product", help="default: read from the stored frame")
+    p.add_argument("--line", help="narrows the search for the frame")
+    p.set_defaults(run=operations.mark_good)
+
+    p = sub.add_parser("release", help="list releases, activate one, roll back")
+    rel = p.add_subparsers(dest="action", required=True)
+    a = rel.add_parser("list", help="releases in the bucket, * marks the current one")
+    a.set_defaults(run=operations.release_list)
+    a = rel.add_parser("activate", help="make a stored release current")
+    a.add_argument("version")
+    a.set_defaults(run=operations.release_activate)
+    a = rel.add_parser("rollback", help="make the previous release current again")
+    a.set_defaults(run=operations.release_rollback)
+
+    p = sub.add_parser("workers", help="live workers and the release each one serves")
+    p.set_defaults(run=operations.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kenpin-trainer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _training_commands(sub)
+    _control_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from worker.logs import configure_logging
+
     configure_logging()
-    if args.command in CONTROL_COMMANDS:
-        from trainer.operations import run_control_command
-
-        return run_control_command(args)
-
-    if args.command == "train":
-        from trainer.export import export
-        from trainer.train import train
-
-        result = train(args.data, _config(args))
-        manifest = export(result, args.out, quantile=args.threshold_quantile)
-        print(f"wrote {args.out} version {manifest.version} sha256 {manifest.sha256}")
-        for product, entry in manifest.products.items():
-            print(f"  {product}: threshold {entry.threshold:.4f} ({entry.rule})")
-        return 0
-    if args.command == "eval":
-        from trainer.evaluate import evaluate_artifact, format_table
-
-        report = evaluate_artifact(
-            args.model,
-            args.data,
-            args.out or args.model / "eval",
-            precision=args.precision,
-            device=args.device,
-        )
-        print(format_table({"model": report}))
-        return 0
-    if args.command == "ablation":
-        from trainer.ablation import run_ablation
-
-        results = run_ablation(
-            args.data, args.out, args.epochs, args.batch_size, args.seed, args.bf16, args.variant
-        )
-        from trainer.evaluate import format_defects, format_table
-
-        print(format_table(results))
-        print()
-        print("image AUROC / AU-PRO per defect type")
-        print(format_defects(results))
-        print()
-        for name, report in results.items():
-            t = report["training"]
-            print(
-                f"{name}: {t['epochs']} epochs, best epoch {t['best_epoch']}, "
-                f"training {t['seconds'] / 60:.1f} min"
-            )
-        return 0
-    if args.command == "sweep":
-        from trainer.sweep import DIAGNOSIS, TRIALS, format_sweep, format_variants, run_sweep
-
-        rows = run_sweep(
-            args.data,
-            args.out,
-            args.trial or list(TRIALS),
-            args.epochs,
-            args.batch_size,
-            args.seed,
-            args.bf16,
-            image_size=args.image_size,
-            variants=DIAGNOSIS if args.diagnose else None,
-            device=args.device,
-        )
-        print(format_sweep(rows))
-        for name, history in rows.items():
-            table = format_variants(history)
-            if table:
-                print(f"\n{name}\n{table}")
-        return 0
-    if args.command == "bench":
-        from trainer.benchmark import run_benchmark
-
-        run_benchmark(args.model, args.batch or [1, 16], args.seconds)
-        return 0
-    return 2
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        print(f"kenpin-trainer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

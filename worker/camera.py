@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 
 from schemas.common import utc_now
 from schemas.frames import CONTENT_TYPE_BY_EXTENSION, FrameHeaders, content_type_for_path
-from worker.kafka_io import FRAMES_TOPIC_PREFIX, frames_topic
+from schemas.topics import FRAMES_TOPIC_PREFIX, frames_topic
 
 # MVTec AD layout: <product>/{train,test}/<defect>/x.png, plus defect masks under
 # <product>/ground_truth/, which are annotations, not camera frames.

@@ -6,13 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from schemas.topics import FRAMES_TOPIC_PREFIX, frames_topic
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kenpin-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
         "run",
-        help="judge frames from kenpin.frames.* until SIGTERM (settings: "
+        help=f"judge frames from {FRAMES_TOPIC_PREFIX}* until SIGTERM (settings: "
         "KENPIN_* environment variables)",
     )
     cam = sub.add_parser("camera", help="stream the images of a folder as frames of one line")
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "camera":
         from worker.camera import stream_folder
-        from worker.kafka_io import TopicAdmin, frames_topic, make_producer
+        from worker.kafka_io import TopicAdmin, make_producer
 
         # a new line's topic is made on purpose; no client creates one by sending to it
         topics = TopicAdmin(settings, settings.topic_replication)

@@ -1,7 +1,8 @@
 """The control plane: the one module that opens Redis connections.
 
 Redis carries what every process must agree on but that is too small or too
-urgent for Kafka or S3 (ARCHITECTURE.md):
+urgent for Kafka or S3 (docs/architecture.md); every key and channel is named in
+`schemas.redis_keys`, the contract. This module reads and writes the worker's:
 
 - `kenpin:model:current`: the manifest JSON of the release every worker should serve;
 - `kenpin:model:releases`: pub/sub channel announcing a new current release;
@@ -9,7 +10,7 @@ urgent for Kafka or S3 (ARCHITECTURE.md):
   verified and served; what a starting worker falls back to when the current
   release is refused (a worker must start serving, not crash-loop);
 - `kenpin:model:history` (list, newest first): versions made current, pushed by
-  the trainer on publish (`trainer.control.ReleaseHistory`); a worker reads it
+  the trainer on publish (`trainer.service.retrain_queue.ReleaseHistory`); a worker reads it
   as its second fallback;
 - `kenpin:worker:<id>`: one heartbeat per worker (JSON, with a TTL, so a dead
   worker disappears by itself) saying which release it actually serves.
@@ -19,7 +20,7 @@ which is why workers also read `kenpin:model:current` periodically. The
 current key is the truth; the announcement only makes the swap prompt.
 
 The trainer's keys (the retrain stream, the lock, release history) are built on
-`ControlPlane.redis` in `trainer.control`, so this stays the only place that
+`ControlPlane.redis` in `trainer.service.retrain_queue`, so this stays the only place that
 opens a connection.
 """
 
@@ -34,14 +35,14 @@ from pydantic import ValidationError
 
 from schemas.control import WorkerHeartbeat
 from schemas.manifest import ModelManifest
-
-CURRENT_KEY = "kenpin:model:current"
-LAST_GOOD_KEY = "kenpin:model:last_good"
-#: Written by `trainer.control.ReleaseHistory` (same literal there: trainer imports worker,
-#: never the reverse); read here by a starting worker looking for a release that verifies.
-HISTORY_KEY = "kenpin:model:history"
-RELEASES_CHANNEL = "kenpin:model:releases"
-HEARTBEAT_PREFIX = "kenpin:worker:"
+from schemas.redis_keys import (
+    CURRENT_KEY,
+    HEARTBEAT_PREFIX,
+    HISTORY_KEY,
+    LAST_GOOD_KEY,
+    RELEASES_CHANNEL,
+    heartbeat_key,
+)
 
 
 class ControlError(RuntimeError):
@@ -150,7 +151,7 @@ class ControlPlane:
     def heartbeat(self, beat: WorkerHeartbeat, ttl_s: float) -> None:
         """Store a worker's heartbeat; it vanishes `ttl_s` after the last one."""
         self.redis.set(
-            f"{self.heartbeat_prefix}{beat.worker_id}",
+            self.key(heartbeat_key(beat.worker_id)),
             beat.model_dump_json(),
             px=max(1, int(ttl_s * 1000)),
         )

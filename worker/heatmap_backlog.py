@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.frames import FrameHeaders
-from worker.heatmaps import frame_key, heatmap_key, render_overlay
+from schemas.object_layout import frame_key, heatmap_key
+from worker.heatmaps import render_overlay
 from worker.logs import get_logger
 from worker.metrics import WorkerMetrics
 from worker.storage import ObjectStore

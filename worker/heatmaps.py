@@ -1,24 +1,20 @@
-"""Heatmaps an operator can read at a glance, and the object keys they are stored under.
+"""Heatmaps an operator can read at a glance (stored under `schemas.object_layout.heatmap_key`).
 
 An NG verdict alone tells the sorter to reject a part; the operator who
 inspects the reject bin wants to see *where* the model saw the defect. So the
 anomaly map (model resolution) is stretched over the original frame as a JET
 colour overlay and stored as PNG beside a copy of the frame itself.
 
-Keys depend only on the frame (line, capture date, frame id), never on when
-the worker ran, so a replayed frame overwrites its heatmap instead of adding one.
+Keys (`heatmaps/<line>/<date>/<frame id>.png`, the original beside it) depend
+only on the frame, never on when the worker ran, so a replayed frame overwrites
+its heatmap instead of adding one.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import cv2
 import numpy as np
 
-from schemas.frames import EXTENSION_BY_CONTENT_TYPE
-
-HEATMAP_PREFIX = "heatmaps"
 # zlib level 1 with run-length strategy: measured on a 256 px MVTec overlay, 3.9 ms and
 # 73 kB against 7.5 ms and 79 kB at level 3; heatmaps are rendered for every NG part.
 _PNG_PARAMS = [
@@ -68,24 +64,3 @@ def render_overlay(
     if not ok:
         raise RuntimeError("OpenCV failed to encode the heatmap as PNG")
     return png.tobytes()
-
-
-def heatmap_key(line: str, capture_time: datetime, frame_id: str) -> str:
-    """`heatmaps/<line>/<YYYY-MM-DD>/<frame_id>.png`, dated by the frame's capture (UTC)."""
-    return f"{_folder(line, capture_time)}/{frame_id}.png"
-
-
-def frame_key(line: str, capture_time: datetime, frame_id: str, content_type: str) -> str:
-    """Key of the original frame beside its heatmap: `.../<frame_id>.original.<ext>`.
-
-    The `.original` infix keeps a PNG frame from overwriting its own PNG heatmap.
-    """
-    extension = EXTENSION_BY_CONTENT_TYPE[content_type]
-    return f"{_folder(line, capture_time)}/{frame_id}.original{extension}"
-
-
-def _folder(line: str, capture_time: datetime) -> str:
-    if capture_time.tzinfo is None:
-        raise ValueError("capture_time must be timezone-aware; the date is taken in UTC")
-    day = capture_time.astimezone(UTC).date().isoformat()
-    return f"{HEATMAP_PREFIX}/{line}/{day}"

@@ -7,11 +7,13 @@ reconnects). For a release it has not seen, it prepares it (`prepare_release`, t
 starting worker takes too):
 
 1. downloads `models/<version>/` from S3 into a staging folder beside `releases_dir`,
-2. checks that the downloaded manifest is the announced one (same sha256),
-3. loads it: sha256 of the weights verified, safetensors only, never pickle,
-4. runs a smoke batch (finite scores, one score and one map per frame),
-5. warms it up at the serving batch size,
-6. and only then moves the staging folder to `releases_dir/<version>`;
+   having checked that the stored manifest is the announced one (same files),
+2. loads it (`worker.model.release`, the one path every process loads a release
+   by): every file's sha256 verified, safetensors only, never pickle, the network
+   of the manifest's architecture,
+3. runs a smoke batch (finite scores, one score and one map per frame),
+4. warms it up at the serving batch size,
+5. and only then moves the staging folder to `releases_dir/<version>`;
 
 a refusal at any step deletes the staging folder, so what lies in
 `releases_dir/<version>` has always verified. The release is then offered to
@@ -45,36 +47,20 @@ import numpy as np
 from schemas.common import utc_now
 from schemas.control import WorkerHeartbeat
 from schemas.manifest import ModelManifest
+from schemas.object_layout import release_prefix
 from worker.control import ControlPlane
 from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
-from worker.model.artifact import MANIFEST_FILE, ArtifactError, read_manifest
+from worker.model.release import RefusalReason, ReleaseRefused, fetch_model
 from worker.model.runtime import InspectionModel
-from worker.model_source import fetch_artifact
 from worker.settings import WorkerSettings
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 
-MODELS_PREFIX = "models"
-#: Failures worth another try later (the network, S3); every other refusal is final.
-TRANSIENT_REASONS = frozenset({"download_failed"})
 # Background loading runs at a lower CPU priority than the loop, so on a small
 # machine the swap does not slow the frames being judged meanwhile.
 _LOADER_NICENESS = 10
-
-
-class ReleaseRefused(Exception):
-    """A release that must not be served; `reason` is the metric label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-def release_prefix(version: str) -> str:
-    """`models/<version>`: where a release's artifact lives in the bucket."""
-    return f"{MODELS_PREFIX}/{version}"
 
 
 def smoke_test(model: InspectionModel, batch: int = 2) -> None:
@@ -85,26 +71,14 @@ def smoke_test(model: InspectionModel, batch: int = 2) -> None:
     frames += [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch - 1)]
     judged = model.judge(frames)
     if judged.scores.shape != (len(frames),):
-        raise ReleaseRefused("smoke_failed", f"scores of shape {judged.scores.shape}")
+        raise ReleaseRefused(RefusalReason.SMOKE_FAILED, f"scores of shape {judged.scores.shape}")
     if judged.maps.shape[0] != len(frames) or judged.maps.ndim != 3:
-        raise ReleaseRefused("smoke_failed", f"maps of shape {judged.maps.shape}")
+        raise ReleaseRefused(RefusalReason.SMOKE_FAILED, f"maps of shape {judged.maps.shape}")
     if not (np.isfinite(judged.scores).all() and np.isfinite(judged.maps).all()):
-        raise ReleaseRefused("smoke_failed", "scores or maps are not finite")
+        raise ReleaseRefused(RefusalReason.SMOKE_FAILED, "scores or maps are not finite")
     thresholds = [t.threshold for t in model.manifest.products.values()]
     if not thresholds or not np.isfinite(thresholds).all():
-        raise ReleaseRefused("smoke_failed", "missing or non-finite product thresholds")
-
-
-def stored_manifest(store: ObjectStore, version: str) -> ModelManifest:
-    """The manifest of release `version` as stored in the bucket; raises ReleaseRefused."""
-    try:
-        raw = store.get(f"{release_prefix(version)}/{MANIFEST_FILE}")
-    except Exception as exc:
-        raise ReleaseRefused("download_failed", repr(exc)) from exc
-    try:
-        return ModelManifest.model_validate_json(raw)
-    except ValueError as exc:
-        raise ReleaseRefused("invalid_manifest", str(exc)) from exc
+        raise ReleaseRefused(RefusalReason.SMOKE_FAILED, "missing or non-finite product thresholds")
 
 
 def prepare_release(
@@ -122,25 +96,14 @@ def prepare_release(
     staging = folder.with_name(f".{manifest.version}.{os.getpid()}.part")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        try:
-            fetch_artifact(store, release_prefix(manifest.version), staging)
-        except ArtifactError as exc:
-            raise ReleaseRefused("invalid_manifest", str(exc)) from exc
-        except Exception as exc:
-            raise ReleaseRefused("download_failed", repr(exc)) from exc
-        stored = read_manifest(staging)
-        if stored.sha256 != manifest.sha256 or stored.version != manifest.version:
-            raise ReleaseRefused(
-                "manifest_mismatch",
-                f"s3 manifest {stored.version}/{stored.sha256[:12]} is not the announced "
-                f"{manifest.version}/{manifest.sha256[:12]}",
-            )
-        try:
-            model = InspectionModel.load(
-                staging, device=settings.device, precision=settings.precision
-            )
-        except ArtifactError as exc:
-            raise ReleaseRefused(_artifact_reason(str(exc)), str(exc)) from exc
+        model = fetch_model(
+            store,
+            release_prefix(manifest.version),
+            staging,
+            expected=manifest,
+            device=settings.device,
+            precision=settings.precision,
+        )
         smoke_test(model)
         model.warm_up(settings.max_batch)
         shutil.rmtree(folder, ignore_errors=True)
@@ -151,18 +114,9 @@ def prepare_release(
     return model
 
 
-def _artifact_reason(text: str) -> str:
-    """The metric label of an `ArtifactError` raised while loading an artifact."""
-    if "sha256" in text:
-        return "sha256_mismatch"
-    if "safetensors" in text:
-        return "not_safetensors"
-    return "invalid_artifact"
-
-
 @dataclass
 class _Refusal:
-    reason: str
+    reason: RefusalReason
     at: float
 
 
@@ -276,7 +230,7 @@ class HotSwap:
 
     def consider(self, manifest: ModelManifest) -> InspectionModel | None:
         """Prepare `manifest`'s release unless it is served, ready, or refused already."""
-        key = (manifest.version, manifest.sha256)
+        key = (manifest.version, manifest.digest)
         with self._lock:
             if manifest.version == self.active_version and self._ready is None:
                 return None
@@ -284,7 +238,7 @@ class HotSwap:
                 return None
             refusal = self._refused.get(key)
             if refusal is not None and (
-                refusal.reason not in TRANSIENT_REASONS
+                not refusal.reason.transient
                 or self.clock() - refusal.at < self.settings.release_retry_s
             ):
                 return None
@@ -296,7 +250,7 @@ class HotSwap:
             self._refuse(key, exc)
             return None
         except Exception as exc:  # anything unforeseen is a refusal too, never a crash
-            self._refuse(key, ReleaseRefused("load_failed", repr(exc)))
+            self._refuse(key, ReleaseRefused(RefusalReason.LOAD_FAILED, repr(exc)))
             return None
         with self._lock:
             if self._ready is not None:
@@ -313,14 +267,16 @@ class HotSwap:
         """Download, verify, load, smoke-test and warm up one release; raises ReleaseRefused."""
         return prepare_release(self.settings, self.store, manifest)
 
-    def remember_refusal(self, manifest: ModelManifest, reason: str) -> None:
+    def remember_refusal(self, manifest: ModelManifest, reason: RefusalReason) -> None:
         """Record a refusal made elsewhere (at start), so the periodic check does not retry it.
 
         Without it a worker that fell back at start would download and refuse the
         current release again at every `release_check_interval_s`.
         """
         with self._lock:
-            self._refused[(manifest.version, manifest.sha256)] = _Refusal(reason, self.clock())
+            self._refused[(manifest.version, manifest.digest)] = _Refusal(
+                RefusalReason(reason), self.clock()
+            )
 
     def _refuse(self, key: tuple[str, str], exc: ReleaseRefused) -> None:
         with self._lock:

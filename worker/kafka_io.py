@@ -1,6 +1,6 @@
 """The data plane: the one module that opens Kafka connections (kafka-python).
 
-Delivery is at least once with idempotent outputs (see ARCHITECTURE.md), and
+Delivery is at least once with idempotent outputs (see docs/architecture.md), and
 that is decided here, in the client settings:
 
 - the consumer never commits on its own (`enable_auto_commit=False`): the loop
@@ -16,8 +16,8 @@ that is decided here, in the client settings:
 - a consumer group new to a topic starts at its beginning
   (`auto_offset_reset="earliest"`): a new line's first frames are not skipped.
 
-Topic names follow `kenpin.frames.<line>` / `kenpin.verdicts.<line>`; line names
-have no dots, so the line is whatever follows the last dot.
+Topic names follow `kenpin.frames.<line>` / `kenpin.verdicts.<line>` (the
+contract, with its helpers: `schemas.topics`).
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
 from schemas.deadletters import DeadLetter
+from schemas.topics import VERDICTS_TOPIC_PREFIX, verdict_topic
 from schemas.verdicts import Verdict
 
-FRAMES_TOPIC_PREFIX = "kenpin.frames."
-VERDICTS_TOPIC_PREFIX = "kenpin.verdicts."
 #: kafka-python's fetch_max_bytes default (50 MiB), kept unless one frame is larger.
 FETCH_MAX_BYTES = 52_428_800
 RESPONSE_OVERHEAD_BYTES = 1024 * 1024
@@ -178,24 +177,6 @@ def make_producer(
     `overrides` are extra KafkaProducer options.
     """
     return KafkaProducer(**(producer_config(settings, client_id=client_id) | overrides))
-
-
-def line_from_topic(topic: str) -> str:
-    """`kenpin.frames.l1` -> `l1`; ValueError when the topic has no line part."""
-    _, dot, line = topic.rpartition(".")
-    if not dot or not line:
-        raise ValueError(f"topic {topic!r} does not end in '.<line>'")
-    return line
-
-
-def frames_topic(line: str, prefix: str = FRAMES_TOPIC_PREFIX) -> str:
-    """`l1` -> `kenpin.frames.l1`."""
-    return f"{prefix}{line}"
-
-
-def verdict_topic(line: str, prefix: str = VERDICTS_TOPIC_PREFIX) -> str:
-    """`l1` -> `kenpin.verdicts.l1`."""
-    return f"{prefix}{line}"
 
 
 def send_verdict(

@@ -19,25 +19,17 @@ import random
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC
 
-from schemas.frames import EXTENSION_BY_CONTENT_TYPE, FrameHeaders
+from schemas.frames import FrameHeaders
+from schemas.object_layout import normal_key
 from worker.logs import get_logger
 from worker.metrics import WorkerMetrics
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 
-NORMALS_PREFIX = "normals"
 _MAX_BACKLOG = 32
-
-
-def normal_key(product: str, capture_time: datetime, frame_id: str, content_type: str) -> str:
-    """`normals/<product>/<YYYY-MM-DD>/<frame_id>.<ext>`; a replay overwrites, never adds."""
-    if capture_time.tzinfo is None:
-        raise ValueError("capture_time must be timezone-aware; the date is taken in UTC")
-    day = capture_time.astimezone(UTC).date().isoformat()
-    return f"{NORMALS_PREFIX}/{product}/{day}/{frame_id}{EXTENSION_BY_CONTENT_TYPE[content_type]}"
 
 
 class NormalSampler:

@@ -39,23 +39,23 @@ from kafka.structs import TopicPartition
 
 from schemas.deadletters import DeadLetter, DeadLetterReason
 from schemas.frames import FrameHeaders, FrameHeadersError
+from schemas.object_layout import heatmap_key
+from schemas.topics import line_from_topic, verdict_topic
 from schemas.verdicts import Verdict
-from worker.decode import DecodeError, decode_frame
+from worker.decode import decode_frame
 from worker.heatmap_backlog import HeatmapBacklog, HeatmapJob
-from worker.heatmaps import heatmap_key
 from worker.hot_swap import HotSwap
 from worker.kafka_io import (
     TopicAdmin,
     has_matching_topic,
-    line_from_topic,
     make_frame_consumer,
     make_producer,
     send_dead_letter,
     send_verdict,
-    verdict_topic,
 )
 from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
+from worker.model.images import DecodeError
 from worker.model.runtime import InspectionModel
 from worker.normals import NormalSampler
 from worker.offsets import OffsetTracker, Output

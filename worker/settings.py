@@ -1,8 +1,10 @@
 """Every knob of a worker in one place, read from `KENPIN_*` environment variables.
 
 One class, so an operator can see the whole configuration surface of a worker
-in a single file and a deployment manifest can set any of it without code.
-Credentials are `SecretStr`: they never show up in logs or reprs.
+in a single file and a deployment manifest can set any of it without code; what
+every kenpin process shares (Redis, S3, the device, logging) is declared in its
+base, `schemas.settings.PlaneSettings`. Credentials are `SecretStr`: they never
+show up in logs or reprs.
 
 Example: ``KENPIN_KAFKA_BOOTSTRAP=broker:9092 KENPIN_DEVICE=cuda kenpin-worker``.
 """
@@ -13,30 +15,37 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Literal, Self
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+
+from schemas.object_layout import MANIFEST_FILE
+from schemas.redis_keys import CURRENT_KEY
+from schemas.settings import PlaneSettings
+from schemas.topics import (
+    CONSUMER_GROUP,
+    DEADLETTER_TOPIC,
+    FRAMES_TOPIC_PATTERN,
+    VERDICTS_TOPIC_PREFIX,
+)
 
 _DEAD_LETTER_OVERHEAD = 64 * 1024
 
 
-class WorkerSettings(BaseSettings):
-    """Configuration of one inference worker process."""
-
-    model_config = SettingsConfigDict(env_prefix="KENPIN_", extra="ignore")
+class WorkerSettings(PlaneSettings):
+    """Configuration of one inference worker process (and what `PlaneSettings` shares)."""
 
     # --- data plane: Kafka -------------------------------------------------------
     kafka_bootstrap: str = Field(
         default="localhost:9092", description="Comma-separated host:port list of brokers."
     )
     frames_topic_pattern: str = Field(
-        default=r"^kenpin\.frames\..*",
+        default=FRAMES_TOPIC_PATTERN,
         description="Regex of frame topics; new line topics are picked up without restart.",
     )
-    verdicts_topic_prefix: str = "kenpin.verdicts."
-    deadletter_topic: str = "kenpin.deadletter"
-    consumer_group: str = "kenpin-workers"
+    verdicts_topic_prefix: str = VERDICTS_TOPIC_PREFIX
+    deadletter_topic: str = DEADLETTER_TOPIC
+    consumer_group: str = CONSUMER_GROUP
     topic_replication: int = Field(
         default=1,
         ge=1,
@@ -87,11 +96,7 @@ class WorkerSettings(BaseSettings):
         "base64 adds a third, and the dead letter must fit kafka_max_message_bytes.",
     )
 
-    # --- control plane: Redis ----------------------------------------------------
-    redis_url: str = "redis://localhost:6379/0"
-    control_prefix: str = Field(
-        default="", description="Prefix of every kenpin Redis key (several plants on one Redis)."
-    )
+    # --- control plane: Redis (where it is: PlaneSettings) ------------------------
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         description="Name of this worker in heartbeats; unique per process.",
@@ -102,11 +107,11 @@ class WorkerSettings(BaseSettings):
     )
 
     # --- hot swap ------------------------------------------------------------------
-    hot_swap: bool = Field(default=True, description="Follow kenpin:model:current while running.")
+    hot_swap: bool = Field(default=True, description=f"Follow {CURRENT_KEY} while running.")
     release_check_interval_s: float = Field(
         default=30.0,
         gt=0,
-        description="Period of reading kenpin:model:current, in case an announcement was missed.",
+        description=f"Period of reading {CURRENT_KEY}, in case an announcement was missed.",
     )
     release_retry_s: float = Field(
         default=300.0,
@@ -137,12 +142,7 @@ class WorkerSettings(BaseSettings):
         "a near miss may be a defect and must not teach the model it is normal.",
     )
 
-    # --- blobs: S3 ---------------------------------------------------------------
-    s3_endpoint: str = Field(default="localhost:9000", description="host:port, no scheme.")
-    s3_access_key: SecretStr = Field(default=SecretStr(""), description="Empty: anonymous.")
-    s3_secret_key: SecretStr = SecretStr("")
-    s3_bucket: str = "kenpin"
-    s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3.")
+    # --- blobs: S3 (where it is: PlaneSettings) -----------------------------------
     heatmap_backlog_max: int = Field(
         default=2000,
         ge=1,
@@ -164,14 +164,12 @@ class WorkerSettings(BaseSettings):
     # --- model -------------------------------------------------------------------
     model_path: Path = Field(
         default=Path("models/current"),
-        description="Local artifact folder (weights + manifest.json); also where a "
+        description=f"Local artifact folder (weights + {MANIFEST_FILE}); also where a "
         "release downloaded from S3 is kept.",
     )
     model_s3_key: str | None = Field(
         default=None, description="Object key prefix of an artifact to fetch at start."
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     # --- the loop ----------------------------------------------------------------
     max_batch: int = Field(default=16, ge=1, description="Most frames in one forward pass.")
@@ -211,10 +209,6 @@ class WorkerSettings(BaseSettings):
         description="/livez passes this long after the process starts before the loop's first "
         "turn: downloading, verifying and warming a release up takes a while.",
     )
-    log_format: Literal["auto", "json", "console"] = Field(
-        default="auto", description="auto: console on a terminal, JSON lines otherwise."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _dead_letters_fit(self) -> Self:
@@ -235,13 +229,4 @@ class WorkerSettings(BaseSettings):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
-
-    @field_validator("s3_endpoint")
-    @classmethod
-    def _no_scheme(cls, value: str) -> str:
-        # The MinIO client takes host:port and a separate `secure` flag; a URL here
-        # would fail later with a confusing error, so say it now.
-        if "://" in value:
-            raise ValueError("give host:port without a scheme; set KENPIN_S3_SECURE for https")
         return value

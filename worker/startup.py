@@ -31,18 +31,19 @@ from functools import partial
 from typing import TypeVar
 
 from schemas.manifest import ModelManifest
+from schemas.object_layout import MANIFEST_FILE, release_prefix
 from worker.control import ControlPlane
-from worker.hot_swap import (
-    ReleaseRefused,
-    prepare_release,
-    record_last_good,
-    stored_manifest,
-)
+from worker.hot_swap import prepare_release, record_last_good
 from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
-from worker.model.artifact import MANIFEST_FILE
+from worker.model.release import (
+    RefusalReason,
+    ReleaseRefused,
+    fetch_manifest,
+    fetch_release,
+    load_model,
+)
 from worker.model.runtime import InspectionModel
-from worker.model_source import load_served_model
 from worker.settings import WorkerSettings
 from worker.storage import ObjectStore
 
@@ -64,7 +65,7 @@ class Refusal:
     """A release refused at start; with its manifest, the hot swap will not try it again."""
 
     version: str
-    reason: str
+    reason: RefusalReason
     detail: str
     manifest: ModelManifest | None = None  # None: the stored manifest itself was unreadable
 
@@ -155,12 +156,28 @@ def start_model(
 def _local(settings: WorkerSettings, store: ObjectStore, health: Health) -> StartModel:
     """The configured local artifact; one that fails to load is a configuration error."""
     try:
-        model = load_served_model(settings, store)
+        model = load_local_model(settings, store)
     except Exception as exc:
         where = settings.model_s3_key or str(settings.model_path)
         raise NoModelToServe(f"the configured model {where} cannot be served: {exc}") from exc
     health.model_served(model.version)
     return StartModel(model, "local")
+
+
+def load_local_model(settings: WorkerSettings, store: ObjectStore | None = None) -> InspectionModel:
+    """The model the settings name (`model_s3_key`, else `model_path`), verified and warmed up.
+
+    A model under `model_s3_key` is downloaded into `model_path` first; either
+    way it is loaded by `worker.model.release`, as every release is.
+    """
+    path = settings.model_path
+    if settings.model_s3_key:
+        store = store or ObjectStore.from_settings(settings)
+        log.info("fetching model", key=settings.model_s3_key, into=str(path))
+        fetch_release(store, settings.model_s3_key, path)
+    model = load_model(path, device=settings.device, precision=settings.precision)
+    model.warm_up(settings.max_batch)
+    return model
 
 
 def _try(
@@ -179,7 +196,7 @@ def _try(
     except ReleaseRefused as exc:
         refused.append(Refusal(version, exc.reason, exc.detail, manifest))
     except Exception as exc:  # anything unforeseen is a refusal too, as in the hot swap
-        refused.append(Refusal(version, "load_failed", repr(exc), manifest))
+        refused.append(Refusal(version, RefusalReason.LOAD_FAILED, repr(exc), manifest))
     return None
 
 
@@ -218,7 +235,7 @@ def _fallbacks(
             return
         tried.add(version)
         offered += 1
-        yield "release history", version, partial(stored_manifest, store, version)
+        yield "release history", version, partial(fetch_manifest, store, release_prefix(version))
 
 
 def _read(read: Callable[[], T], what: str) -> T | None:

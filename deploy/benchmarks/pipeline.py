@@ -33,15 +33,18 @@ from kafka.admin import NewTopic
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
-from trainer.data import discover, read_rgb
+from schemas.settings import settings_env
+from schemas.topics import frames_topic, frames_topic_pattern, verdict_topic
+from trainer.learning.data import discover, read_rgb
 from worker.camera import stream_folder
-from worker.model.runtime import InspectionModel
+from worker.model.release import load_model
+from worker.settings import WorkerSettings
 
 
 def bare_model(
     model_path: Path, images: list[Path], batch: int, precision: str, seconds: float
 ) -> float:
-    model = InspectionModel.load(model_path, device="cpu", precision=precision)
+    model = load_model(model_path, device="cpu", precision=precision)
     frames = [read_rgb(p, model.image_size) for p in images[:batch]]
     model.judge(frames)
     done, started = 0, time.perf_counter()
@@ -124,25 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     with LocalStack(stack_dir, broker_storage=args.broker_storage) as stack:
         s = stack.settings
         run = uuid.uuid4().hex[:6]
-        env = {
-            **os.environ,
-            **s.env,
-            "KENPIN_MODEL_PATH": str(args.model.absolute()),
-            "KENPIN_DEVICE": "cpu",
-            "KENPIN_PRECISION": args.precision,
-            "KENPIN_MAX_BATCH": str(args.batch),
-            "KENPIN_MAX_WAIT_MS": "50",
-            "KENPIN_METRICS_PORT": "0",
-            "KENPIN_LOG_FORMAT": "json",
-            "KENPIN_SESSION_TIMEOUT_MS": "6000",
-            "KENPIN_FRAMES_TOPIC_PATTERN": rf"^kenpin\.frames\.{run}-.*",
-            "KENPIN_CONSUMER_GROUP": f"bench-{run}",
-        }
+        worker_settings = dict(
+            model_path=args.model.absolute(),
+            device="cpu",
+            precision=args.precision,
+            max_batch=args.batch,
+            max_wait_ms=50,
+            metrics_port=0,
+            log_format="json",
+            session_timeout_ms=6000,
+            frames_topic_pattern=frames_topic_pattern(f"{run}-"),
+            consumer_group=f"bench-{run}",
+        )
+        env = {**os.environ, **s.env, **settings_env(worker_settings, WorkerSettings)}
         line, line2 = f"{run}-l1", f"{run}-l2"
         # both lines exist before any worker starts: picking up a new line is tested
         # elsewhere and its rebalance would only blur the figures here
         admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-        admin.create_topics([NewTopic(f"kenpin.frames.{x}", 2, 1) for x in (line, line2)])
+        admin.create_topics([NewTopic(frames_topic(x), 2, 1) for x in (line, line2)])
         admin.close()
 
         # throughput: a backlog, drained by a real worker process
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         sent = args.frames // len(products) * len(products)
         worker = start_worker(env, out / "worker-throughput.log")
         try:
-            verdicts = collect(s.kafka_bootstrap, f"kenpin.verdicts.{line}", sent, 900)
+            verdicts = collect(s.kafka_bootstrap, verdict_topic(line), sent, 900)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
@@ -183,9 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         worker = start_worker(
             {
                 **env,
-                "KENPIN_CONSUMER_GROUP": f"bench-{run}-lat",
-                "KENPIN_METRICS_PORT": str(port),
-                "KENPIN_FRAMES_TOPIC_PATTERN": rf"^kenpin\.frames\.{line2}$",
+                **settings_env(
+                    dict(
+                        consumer_group=f"bench-{run}-lat",
+                        metrics_port=port,
+                        frames_topic_pattern=frames_topic_pattern(line2, exact=True),
+                    ),
+                    WorkerSettings,
+                ),
             },
             out / "worker-latency.log",
         )
@@ -205,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                     product=product.name,
                 )
             producer.close()
-            lat = collect(
-                s.kafka_bootstrap, f"kenpin.verdicts.{line2}", per_product * len(products), 300
-            )
+            lat = collect(s.kafka_bootstrap, verdict_topic(line2), per_product * len(products), 300)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)

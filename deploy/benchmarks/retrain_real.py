@@ -25,6 +25,9 @@ from pathlib import Path
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
+from schemas.settings import settings_env
+from trainer.service.settings import TrainerSettings
+from worker.settings import WorkerSettings
 
 
 def cli(env: dict, *args: str) -> str:
@@ -49,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/retrain-real"))
     args = parser.parse_args(argv)
 
-    from trainer.export import export
-    from trainer.releases import publish
-    from trainer.train import TrainConfig, train
+    from trainer.learning.config import TrainConfig
+    from trainer.learning.export import export
+    from trainer.learning.train import train
+    from trainer.service.releases import publish
     from worker.control import ControlPlane
     from worker.storage import ObjectStore
 
@@ -61,19 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     with LocalStack(out / "stack") as stack:
         s = stack.settings
         port = free_port()
+        trainer_settings = dict(
+            device="cpu",
+            log_format="json",
+            image_size=args.image_size,
+            epochs=args.epochs,
+            anomalies_dir=args.data.absolute(),
+            progress=False,
+            work_dir=out / "trainer",
+        )
+        worker_settings = dict(
+            metrics_port=port, session_timeout_ms=6000, releases_dir=out / "releases"
+        )
         env = {
             **os.environ,
             **s.env,
-            "KENPIN_DEVICE": "cpu",
-            "KENPIN_LOG_FORMAT": "json",
-            "KENPIN_IMAGE_SIZE": str(args.image_size),
-            "KENPIN_EPOCHS": str(args.epochs),
-            "KENPIN_ANOMALIES_DIR": str(args.data.absolute()),
-            "KENPIN_PROGRESS": "false",
-            "KENPIN_WORK_DIR": str(out / "trainer"),
-            "KENPIN_METRICS_PORT": str(port),
-            "KENPIN_SESSION_TIMEOUT_MS": "6000",
-            "KENPIN_RELEASES_DIR": str(out / "releases"),
+            **settings_env(trainer_settings, TrainerSettings),
+            **settings_env(worker_settings, WorkerSettings),
         }
 
         t = time.perf_counter()
@@ -84,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             train(args.data, config, progress=False), out / "bootstrap", version="bootstrap"
         )
         store = ObjectStore.from_settings(_S3(s))
-        control = ControlPlane.from_url(s.env["KENPIN_REDIS_URL"])
+        control = ControlPlane.from_url(s.redis_url)
         publish(store, control, out / "bootstrap")
         times["bootstrap release (train + publish)"] = time.perf_counter() - t
 
         worker = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "run"],
-            env={**env, "KENPIN_MODEL_PATH": str(out / "bootstrap")},
+            env={**env, **settings_env({"model_path": out / "bootstrap"}, WorkerSettings)},
             stdout=(out / "worker.log").open("wb"),
             stderr=subprocess.STDOUT,
         )

@@ -70,13 +70,15 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
+
+from schemas.settings import settings_env
+from worker.settings import WorkerSettings
 
 from .binaries import Binaries, find_binaries
 from .probes import StackStartError, probe_kafka, probe_redis, probe_s3, wait_until_ready
@@ -122,16 +124,12 @@ class StackSettings:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment variables kenpin's pydantic-settings classes read."""
-        return {
-            "KENPIN_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "KENPIN_REDIS_URL": self.redis_url,
-            "KENPIN_S3_ENDPOINT": self.s3_endpoint,
-            "KENPIN_S3_ACCESS_KEY": self.s3_access_key,
-            "KENPIN_S3_SECRET_KEY": self.s3_secret_key,
-            "KENPIN_S3_BUCKET": self.s3_bucket,
-            "KENPIN_S3_SECURE": "true" if self.s3_secure else "false",
-        }
+        """The environment variables kenpin's pydantic-settings classes read.
+
+        Named and checked by the worker's settings, the one class that reads all
+        three planes (the trainer's reads Redis and S3, the same fields).
+        """
+        return settings_env(asdict(self), WorkerSettings)
 
     def export_lines(self) -> str:
         """Shell lines for ``eval "$(kenpin-stack env)"``."""
@@ -406,21 +404,14 @@ class LocalStack:
         return found[0]
 
     def stop_server(self, name: str, *, kill: bool = False) -> None:
-        """Stop one server by its pid (SIGTERM with a grace, or at once with *kill*).
+        """Stop one server's process group (SIGTERM with a grace, or SIGKILL at once with *kill*).
 
         An outage a fault test can cause and end with :meth:`start_server`: the
         other servers keep running, and the stopped one stays recorded so that
         ``down`` still knows it.
         """
         server = self.server(name)
-        if kill:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(server.pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-            while is_alive(server) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        else:
-            stop(server, self.stop_grace_s)
+        stop(server, 0.0 if kill else self.stop_grace_s)
         log.info("%s (pid %d) stopped", name, server.pid)
 
     def start_server(self, name: str) -> ServerProcess:

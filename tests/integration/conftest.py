@@ -16,9 +16,10 @@ import pytest
 from deploy.local.binaries import MissingBinaryError, find_binaries
 from deploy.local.stack import LocalStack, StackSettings
 from tests.integration.pipeline import PRODUCTS
-from trainer.export import export
-from trainer.synthetic import generate
-from trainer.train import TrainConfig, train
+from trainer.learning.config import TrainConfig
+from trainer.learning.export import export
+from trainer.learning.synthetic_dataset import generate
+from trainer.learning.train import train
 
 _HERE = Path(__file__).parent
 

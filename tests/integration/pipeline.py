@@ -7,14 +7,12 @@ letters and committed offsets.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
-from pydantic_settings import BaseSettings
 
 from schemas.deadletters import DeadLetter
 from schemas.verdicts import Verdict
@@ -22,15 +20,6 @@ from tests.integration.frames import Sent
 from worker.settings import WorkerSettings
 
 PRODUCTS = ("washer", "tile")
-
-
-def settings_env(settings: BaseSettings) -> dict[str, str]:
-    """`settings` as the `KENPIN_*` variables a process reads (nested values as JSON)."""
-    return {
-        f"KENPIN_{key.upper()}": value if isinstance(value, str) else json.dumps(value)
-        for key, value in settings.model_dump(mode="json").items()
-        if value is not None
-    }
 
 
 def test_images(line_data: Path) -> list[tuple[Path, str]]:
@@ -47,11 +36,11 @@ test_images.__test__ = False  # a helper, not a test
 def run_settings(stack, artifact: Path, run: str, **overrides) -> WorkerSettings:
     values = dict(
         kafka_bootstrap=stack.kafka_bootstrap,
-        redis_url=stack.env["KENPIN_REDIS_URL"],
+        redis_url=stack.redis_url,
         s3_endpoint=stack.s3_endpoint,
         s3_access_key=stack.s3_access_key,
         s3_secret_key=stack.s3_secret_key,
-        s3_bucket=stack.env["KENPIN_S3_BUCKET"],
+        s3_bucket=stack.s3_bucket,
         s3_secure=False,
         frames_topic_pattern=rf"^kenpin\.frames\.{run}-.*",
         deadletter_topic=f"kenpin.deadletter.{run}",

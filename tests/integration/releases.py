@@ -16,7 +16,7 @@ from tests.integration.frames import frame_id_of, headers_for
 from worker.control import ControlPlane
 from worker.hot_swap import HotSwap
 from worker.metrics import WorkerMetrics
-from worker.model.runtime import InspectionModel
+from worker.model.release import load_model
 from worker.service import Worker
 from worker.settings import WorkerSettings
 from worker.storage import ObjectStore
@@ -36,7 +36,7 @@ class RunningWorker:
 
 def start_worker(settings: WorkerSettings, artifact: Path) -> RunningWorker:
     """A Worker with its HotSwap thread, running in a thread of this process."""
-    model = InspectionModel.load(artifact, device="cpu")
+    model = load_model(artifact, device="cpu")
     model.warm_up(settings.max_batch)
     metrics = WorkerMetrics()
     store = ObjectStore.from_settings(settings)

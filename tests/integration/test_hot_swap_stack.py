@@ -18,16 +18,18 @@ import pytest
 import torch
 from kafka import KafkaProducer
 
+from schemas.object_layout import MANIFEST_FILE
 from tests.integration.frames import produce_frames
 from tests.integration.releases import Camera, run_id, start_worker, wait_for
 from tests.integration.test_worker_pipeline import collect_outcomes, create_topics, run_settings
-from trainer.export import export
-from trainer.releases import publish, upload
-from trainer.synthetic import generate
-from trainer.train import TrainConfig, train
+from trainer.learning.config import TrainConfig
+from trainer.learning.export import export
+from trainer.learning.synthetic_dataset import generate
+from trainer.learning.train import train
+from trainer.service.releases import publish, upload
 from worker.control import ControlPlane
-from worker.model.artifact import MANIFEST_FILE, read_manifest
 from worker.model.backbones import sha256_file
+from worker.model.release import read_manifest
 from worker.storage import ObjectStore
 
 PRODUCTS = ("washer", "tile")
@@ -159,16 +161,17 @@ def _bad_release(store: ObjectStore, good: Path, version: str, tmp_path: Path, k
     folder = tmp_path / version
     folder.mkdir()
     manifest = read_manifest(good).model_copy(update={"version": version})
-    weights = folder / manifest.weights_file
+    weights = folder / manifest.files[0].name
     if kind == "tampered":
-        data = bytearray((good / manifest.weights_file).read_bytes())
+        data = bytearray((good / manifest.files[0].name).read_bytes())
         data[-1] ^= 0xFF  # the manifest keeps the sha256 of the untampered file
         weights.write_bytes(bytes(data))
     else:  # a pickle payload, announced with its own (matching) sha256
         from safetensors.torch import load_file
 
-        torch.save(load_file(str(good / manifest.weights_file)), weights)
-        manifest = manifest.model_copy(update={"sha256": sha256_file(weights)})
+        torch.save(load_file(str(good / manifest.files[0].name)), weights)
+        file = manifest.files[0].model_copy(update={"sha256": sha256_file(weights)})
+        manifest = manifest.model_copy(update={"files": [file]})
     (folder / MANIFEST_FILE).write_text(manifest.model_dump_json())
     return upload(store, folder)
 

@@ -24,7 +24,7 @@ from tests.integration.pipeline import (
     wait_for_commits,
 )
 from worker.cli import main as worker_cli
-from worker.model.runtime import InspectionModel
+from worker.model.release import load_model
 from worker.service import Worker
 from worker.storage import ObjectStore
 
@@ -55,7 +55,7 @@ def test_a_camera_cannot_write_into_another_line(local_stack, artifact, line_dat
     producer.flush(timeout=30)
     producer.close()
     # a worker whose model flags every part: a hostile frame would leave a heatmap
-    model = InspectionModel.load(artifact, device="cpu")
+    model = load_model(artifact, device="cpu")
     for product in model.manifest.products.values():
         product.threshold = -1.0
     worker = Worker(settings, model)
@@ -96,7 +96,7 @@ def test_a_worker_started_before_any_line_judges_the_first_line(
     line = f"{run}-first"
     settings = run_settings(local_stack, artifact, run)
     assert not any(t.startswith(f"kenpin.frames.{run}") for t in _topics(local_stack))
-    worker = Worker(settings, InspectionModel.load(artifact, device="cpu"))
+    worker = Worker(settings, load_model(artifact, device="cpu"))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:

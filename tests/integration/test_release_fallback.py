@@ -32,21 +32,19 @@ from kafka import KafkaProducer
 from safetensors.torch import load_file
 
 from schemas.manifest import ModelManifest
+from schemas.object_layout import MANIFEST_FILE
+from schemas.settings import settings_env
 from tests.integration.frames import produce_frames
-from tests.integration.pipeline import (
-    collect_outcomes,
-    create_topics,
-    run_settings,
-    settings_env,
-)
+from tests.integration.pipeline import collect_outcomes, create_topics, run_settings
 from tests.integration.releases import run_id, start_worker, wait_for
-from trainer.export import export
-from trainer.releases import make_current, publish, upload
-from trainer.synthetic import generate
-from trainer.train import TrainConfig, train
+from trainer.learning.config import TrainConfig
+from trainer.learning.export import export
+from trainer.learning.synthetic_dataset import generate
+from trainer.learning.train import train
+from trainer.service.releases import make_current, publish, upload
 from worker.control import ControlPlane
-from worker.model.artifact import MANIFEST_FILE, read_manifest
 from worker.model.backbones import sha256_file
+from worker.model.release import read_manifest
 from worker.settings import WorkerSettings
 from worker.storage import ObjectStore
 
@@ -81,13 +79,14 @@ def _bad_release(store: ObjectStore, good: Path, version: str, tmp_path: Path, k
     folder = tmp_path / f"bad-{version}"
     folder.mkdir()
     manifest = read_manifest(good).model_copy(update={"version": version})
-    weights = folder / manifest.weights_file
+    weights = folder / manifest.files[0].name
     assert weights.name == "model.safetensors"
     if kind == "pickle":  # torch.save under the safetensors name, announced with its sha256
-        torch.save(load_file(str(good / manifest.weights_file)), weights)
-        manifest = manifest.model_copy(update={"sha256": sha256_file(weights)})
+        torch.save(load_file(str(good / manifest.files[0].name)), weights)
+        file = manifest.files[0].model_copy(update={"sha256": sha256_file(weights)})
+        manifest = manifest.model_copy(update={"files": [file]})
     else:  # "tampered": the manifest keeps the sha256 of the untampered file
-        data = bytearray((good / manifest.weights_file).read_bytes())
+        data = bytearray((good / manifest.files[0].name).read_bytes())
         data[-1] ^= 0xFF
         weights.write_bytes(bytes(data))
     (folder / MANIFEST_FILE).write_text(manifest.model_dump_json())
@@ -124,10 +123,7 @@ def _on_disk(releases_dir: Path) -> list[str]:
 def _worker_env(settings: WorkerSettings, stack) -> dict[str, str]:
     return {
         **os.environ,
-        **settings_env(settings),
-        "KENPIN_S3_ACCESS_KEY": stack.s3_access_key,
-        "KENPIN_S3_SECRET_KEY": stack.s3_secret_key,
-        "KENPIN_LOG_FORMAT": "json",
+        **settings_env(settings.model_copy(update={"log_format": "json"})),
     }
 
 
@@ -296,6 +292,6 @@ def test_refused_releases_leave_nothing_in_releases_dir(
     print(f"\nreleases_dir: after 2 refusals {after_refusals}, after a good release {after_swap}")
     assert after_refusals == []  # neither folder nor staging of the pickle or the tampered one
     assert after_swap == [v3]
-    assert read_manifest(landed).sha256 == manifest.sha256
-    assert sha256_file(landed / manifest.weights_file) == manifest.sha256
+    assert read_manifest(landed).files == manifest.files
+    assert sha256_file(landed / manifest.files[0].name) == manifest.files[0].sha256
     assert last_good.version == v3

@@ -36,20 +36,21 @@ import pytest
 import torch
 from kafka import KafkaProducer
 
+from schemas.settings import settings_env
 from tests.integration.frames import produce_frames
-from tests.integration.pipeline import settings_env
 from tests.integration.releases import run_id, start_worker, wait_for
 from tests.integration.test_worker_pipeline import collect_outcomes, create_topics, run_settings
 from tests.integration.trainer_process import training_marker
 from trainer.cli import main as trainer_cli
-from trainer.control import RetrainQueue, TrainerLock
-from trainer.export import export
-from trainer.normal_store import import_folder
-from trainer.releases import publish
-from trainer.service import RetrainService
-from trainer.settings import TrainerSettings
-from trainer.synthetic import generate
-from trainer.train import TrainConfig, TrainResult, train
+from trainer.learning.config import TrainConfig
+from trainer.learning.export import export
+from trainer.learning.synthetic_dataset import generate
+from trainer.learning.train import TrainResult, train
+from trainer.service.normal_store import import_folder
+from trainer.service.releases import publish
+from trainer.service.retrain import RetrainService
+from trainer.service.retrain_queue import RetrainQueue, TrainerLock
+from trainer.service.settings import TrainerSettings
 from worker.control import ControlPlane
 from worker.storage import ObjectStore
 
@@ -110,12 +111,12 @@ def _model(
 
 def _trainer_settings(stack, run: str, tmp_path: Path, anomalies: Path, **overrides):
     values = dict(
-        redis_url=stack.env["KENPIN_REDIS_URL"],
+        redis_url=stack.redis_url,
         control_prefix=f"{run}:",
         s3_endpoint=stack.s3_endpoint,
         s3_access_key=stack.s3_access_key,
         s3_secret_key=stack.s3_secret_key,
-        s3_bucket=stack.env["KENPIN_S3_BUCKET"],
+        s3_bucket=stack.s3_bucket,
         anomalies_dir=anomalies,
         work_dir=tmp_path / "runs",
         image_size=64,
@@ -186,8 +187,6 @@ def test_end_to_end_retrain_release_and_swap(local_stack, line, tmp_path, monkey
     )
     for key, value in settings_env(settings).items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("KENPIN_S3_ACCESS_KEY", local_stack.s3_access_key)
-    monkeypatch.setenv("KENPIN_S3_SECRET_KEY", local_stack.s3_secret_key)
     store = ObjectStore.from_settings(settings)
     control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
 
@@ -284,10 +283,7 @@ def test_end_to_end_retrain_release_and_swap(local_stack, line, tmp_path, monkey
 
 def _environment(stack, settings: TrainerSettings) -> dict[str, str]:
     """`settings` as the `KENPIN_*` variables a trainer process reads."""
-    env = {**os.environ, **settings_env(settings)}
-    env["KENPIN_S3_ACCESS_KEY"] = stack.s3_access_key
-    env["KENPIN_S3_SECRET_KEY"] = stack.s3_secret_key
-    return env
+    return {**os.environ, **settings_env(settings)}
 
 
 class StopsHere(RuntimeError):

@@ -30,7 +30,7 @@ from tests.integration.pipeline import (
     test_images,
     wait_for_commits,
 )
-from worker.model.runtime import InspectionModel
+from worker.model.release import load_model
 from worker.service import Worker
 from worker.storage import ObjectStore
 
@@ -70,7 +70,7 @@ def test_verdicts_flow_through_a_two_minute_s3_outage(memory_broker_stack, artif
     topic = f"kenpin.frames.{line}"
     settings = run_settings(stack, artifact, run)
     create_topics(stack, [topic], partitions=2)
-    model = InspectionModel.load(artifact, device="cpu")
+    model = load_model(artifact, device="cpu")
     for product in model.manifest.products.values():
         product.threshold = -1.0  # every part is NG: every frame needs a heatmap
     worker = Worker(settings, model)

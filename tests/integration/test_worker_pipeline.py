@@ -18,6 +18,7 @@ from collections import Counter
 
 from kafka import KafkaProducer
 
+from schemas.settings import settings_env
 from tests.integration.frames import Sent, produce_frames
 from tests.integration.pipeline import (
     collect_outcomes,
@@ -25,11 +26,10 @@ from tests.integration.pipeline import (
     create_topics,
     match,
     run_settings,
-    settings_env,
     test_images,
     wait_for_commits,
 )
-from worker.model.runtime import InspectionModel
+from worker.model.release import load_model
 from worker.service import Worker
 from worker.storage import ObjectStore
 
@@ -49,7 +49,7 @@ def test_every_frame_gets_exactly_one_outcome(local_stack, artifact, line_data):
     bad_kinds = {s.kind for s in sent} - {"good"}
     assert len(bad_kinds) >= 5
 
-    worker = Worker(settings, InspectionModel.load(artifact, device="cpu"))
+    worker = Worker(settings, load_model(artifact, device="cpu"))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -106,7 +106,7 @@ def test_a_new_line_is_picked_up_without_restart(local_stack, artifact, line_dat
     settings = run_settings(local_stack, artifact, run)
     first, second = f"{run}-a", f"{run}-b"
     create_topics(local_stack, [f"kenpin.frames.{first}"], partitions=1)
-    worker = Worker(settings, InspectionModel.load(artifact, device="cpu"))
+    worker = Worker(settings, load_model(artifact, device="cpu"))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -135,10 +135,7 @@ def test_kill_minus_9_mid_stream_loses_no_frame(local_stack, artifact, line_data
     create_topics(local_stack, [topic], partitions=2)
     env = {
         **os.environ,
-        **settings_env(settings),
-        "KENPIN_S3_ACCESS_KEY": local_stack.s3_access_key,
-        "KENPIN_S3_SECRET_KEY": local_stack.s3_secret_key,
-        "KENPIN_LOG_FORMAT": "json",
+        **settings_env(settings.model_copy(update={"log_format": "json"})),
     }
 
     def start_worker(log_name: str) -> subprocess.Popen:

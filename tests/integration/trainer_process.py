@@ -12,9 +12,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from trainer.service import RetrainService
-from trainer.settings import TrainerSettings
-from trainer.train import TrainConfig, TrainResult
+from trainer.learning.config import TrainConfig
+from trainer.learning.train import TrainResult
+from trainer.service.retrain import RetrainService
+from trainer.service.settings import TrainerSettings
 from worker.control import ControlPlane
 from worker.logs import configure_logging
 

@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.synthetic import generate
+from trainer.learning.synthetic_dataset import generate
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 import json
 
-from trainer.ablation import run_ablation
+from trainer.research.ablation import run_ablation
 
 
 def test_a_second_run_adds_its_variant_to_the_summary(synthetic_data, tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from trainer.calibrate import calibrate
+from trainer.learning.calibrate import calibrate
 
 
 def test_threshold_is_the_quantile_of_held_out_normal_scores():

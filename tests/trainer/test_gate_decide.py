@@ -1,6 +1,6 @@
 """The gate's decision on measured candidate and current release."""
 
-from trainer.gate import Floors, decide
+from trainer.service.gate import Floors, decide
 
 
 def _measured(

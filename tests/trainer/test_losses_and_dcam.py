@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from trainer.dcam import DCAM
-from trainer.losses import (
+from trainer.learning.dcam import DCAM
+from trainer.learning.losses import (
     LossWeights,
     channel_cosine_distance,
     channel_kl,

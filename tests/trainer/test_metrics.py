@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from trainer.metrics import au_pro, auroc, precision_recall
+from trainer.learning.detection_metrics import au_pro, auroc, precision_recall
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

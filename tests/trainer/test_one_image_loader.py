@@ -23,10 +23,11 @@ from schemas.frames import FrameHeaders
 from schemas.manifest import ModelManifest, Normalisation, ProductThreshold
 from schemas.verdicts import Verdict
 from tests.worker.test_worker_loop import FakeConsumer, FakeProducer, Record, make_worker, run_steps
-from trainer.data import read_images, read_mask, read_rgb
-from trainer.gate import score_files
-from trainer.train import student_scores, teacher_pyramid
-from worker.decode import DEFAULT_MAX_PIXELS, decode_frame, load_image
+from trainer.learning.data import read_images, read_mask, read_rgb
+from trainer.learning.train import student_scores, teacher_pyramid
+from trainer.service.gate import score_files
+from worker.decode import decode_frame
+from worker.model.images import DEFAULT_MAX_PIXELS, load_image
 from worker.model.network import StudentTeacher
 from worker.model.runtime import InspectionModel
 

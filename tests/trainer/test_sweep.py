@@ -2,8 +2,8 @@
 
 import json
 
-from trainer.data import discover, split_test
-from trainer.sweep import format_sweep, run_sweep
+from trainer.learning.data import discover, split_test
+from trainer.research.sweep import format_sweep, run_sweep
 
 
 def test_tune_and_holdout_halves_partition_each_defect_type(synthetic_data):

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from trainer.losses import LossWeights, channel_cosine_distance, distillation_loss
-from trainer.synthetic_anomalies import KINDS, make_anomalies
+from trainer.learning.losses import LossWeights, channel_cosine_distance, distillation_loss
+from trainer.learning.synthetic_anomalies import KINDS, make_anomalies
 
 
 def _normals(n: int = 6, size: int = 64) -> np.ndarray:

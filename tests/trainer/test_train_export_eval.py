@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.evaluate import evaluate_artifact
-from trainer.export import export
-from trainer.train import TrainConfig, train
-from worker.model.artifact import ArtifactError, load_artifact
-from worker.model.runtime import InspectionModel
+from trainer.learning.config import TrainConfig
+from trainer.learning.evaluate import evaluate_artifact
+from trainer.learning.export import export
+from trainer.learning.train import train
+from worker.model.release import ReleaseRefused, load_model, load_network
 
 TINY = TrainConfig(image_size=64, epochs=2, batch_size=8, seed=3)
 
@@ -40,10 +40,11 @@ def test_training_is_deterministic(synthetic_data, trained):
 def test_export_loads_without_pickle_and_serves(tmp_path, trained):
     manifest = export(trained, tmp_path / "model", version="t1")
     assert (
-        json.loads((tmp_path / "model" / "manifest.json").read_text())["sha256"] == manifest.sha256
+        json.loads((tmp_path / "model" / "manifest.json").read_text())["files"][0]["sha256"]
+        == manifest.files[0].sha256
     )
     assert set(manifest.products) == {"tile", "washer"}
-    model = InspectionModel.load(tmp_path / "model", device="cpu")
+    model = load_model(tmp_path / "model", device="cpu")
     judged = model.judge([np.zeros((64, 64, 3), np.uint8)] * 3)
     assert judged.scores.shape == (3,) and judged.maps.shape == (3, 64, 64)
     # the served model computes what the trainer's network computes
@@ -58,8 +59,8 @@ def test_tampered_weights_are_refused(tmp_path, trained):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="sha256"):
-        load_artifact(tmp_path / "model")
+    with pytest.raises(ReleaseRefused, match="sha256"):
+        load_network(tmp_path / "model")
 
 
 def test_a_pickle_in_place_of_weights_is_refused(tmp_path, trained):
@@ -68,11 +69,12 @@ def test_a_pickle_in_place_of_weights_is_refused(tmp_path, trained):
     torch.save(trained.network.state_dict(), weights)  # a pickle, even with a matching hash
     from worker.model.backbones import sha256_file
 
+    file = manifest.files[0].model_copy(update={"sha256": sha256_file(weights)})
     (tmp_path / "model" / "manifest.json").write_text(
-        manifest.model_copy(update={"sha256": sha256_file(weights)}).model_dump_json()
+        manifest.model_copy(update={"files": [file]}).model_dump_json()
     )
-    with pytest.raises(ArtifactError, match="safetensors"):
-        load_artifact(tmp_path / "model")
+    with pytest.raises(ReleaseRefused, match="safetensors"):
+        load_network(tmp_path / "model")
 
 
 def test_evaluation_writes_report_and_pictures(tmp_path, trained, synthetic_data):

@@ -1,10 +1,18 @@
 """The retraining service trains the recipe of its settings, with a request's overrides."""
 
 import pytest
+from pydantic import ValidationError
 
 from schemas.manifest import Scoring
-from trainer.service import RunFailed, training_config
-from trainer.settings import TrainerSettings
+from trainer.learning.config import (
+    DEPLOYMENT_FIELDS,
+    RECIPE_FIELDS,
+    REQUEST_KEYS,
+    LossWeights,
+    TrainConfig,
+)
+from trainer.service.retrain import RunFailed, training_config
+from trainer.service.settings import TrainerSettings
 
 
 def test_settings_are_the_recipe(monkeypatch):
@@ -32,3 +40,39 @@ def test_a_request_overrides_the_recipe_for_its_run_only():
 def test_an_unknown_or_invalid_recipe_fails_the_run_with_the_reason(recipe):
     with pytest.raises(RunFailed, match="recipe"):
         training_config(TrainerSettings(), recipe)
+
+
+def test_the_settings_have_a_setting_per_field_of_the_recipe_with_its_default():
+    config = TrainConfig()
+    for name, field in RECIPE_FIELDS.items():
+        assert name in TrainerSettings.model_fields, name
+        if name != "device":  # PlaneSettings' (the same default)
+            assert TrainerSettings.model_fields[name] is not field  # a copy, not shared
+            assert TrainerSettings.model_fields[name].default == field.default
+    assert training_config(TrainerSettings.model_construct()) == config
+
+
+def test_a_request_may_not_change_what_the_deployment_decides():
+    assert not DEPLOYMENT_FIELDS & set(REQUEST_KEYS)
+    assert {"epochs", "spatial_kd", "scoring", "checkpoint"} <= set(REQUEST_KEYS)
+    with pytest.raises(RunFailed, match="unknown recipe keys"):
+        training_config(TrainerSettings(), {"device": "cuda"})
+
+
+def test_the_manifests_record_of_a_config_keeps_its_shape():
+    recorded = TrainConfig(losses=LossWeights(spatial_kd=0.01)).as_dict()
+    assert list(recorded) == [
+        "backbone", "teacher_weights", "image_size", "epochs", "batch_size", "lr",
+        "momentum", "weight_decay", "dcam", "losses", "val_fraction", "seed", "bf16",
+        "checkpoint", "denoise_fraction", "device", "scoring",
+    ]  # fmt: skip
+    assert recorded["losses"]["spatial_kd"] == 0.01
+    assert recorded["scoring"] == {"scales": [0, 1, 2], "feature_pool": 1, "top_fraction": 0.0}
+    assert TrainConfig.model_validate(recorded) == TrainConfig(losses=LossWeights(spatial_kd=0.01))
+
+
+def test_a_config_is_frozen_and_copied_with_changes():
+    config = TrainConfig()
+    with pytest.raises(ValidationError):
+        config.epochs = 3
+    assert config.model_copy(update={"epochs": 3}).epochs == 3 and config.epochs == 50

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from schemas.deadletters import DeadLetterReason
-from worker.decode import DecodeError, declared_size, decode_frame, sniff_content_type
+from worker.decode import decode_frame
+from worker.model.images import DecodeError, declared_size, sniff_content_type
 
 LIMIT = 1_000_000
 

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from worker.heatmaps import frame_key, heatmap_key, render_overlay
+from schemas.object_layout import frame_key, heatmap_key
+from worker.heatmaps import render_overlay
 
 
 def decode_bgr(png: bytes) -> np.ndarray:

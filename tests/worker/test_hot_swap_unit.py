@@ -11,14 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from schemas.object_layout import MANIFEST_FILE
 from tests.worker.fakes import FakeStore
-from trainer.export import export
-from trainer.synthetic import generate
-from trainer.train import TrainConfig, train
+from trainer.learning.config import TrainConfig
+from trainer.learning.export import export
+from trainer.learning.synthetic_dataset import generate
+from trainer.learning.train import train
 from worker.hot_swap import HotSwap
 from worker.metrics import Health
-from worker.model.artifact import MANIFEST_FILE, read_manifest
 from worker.model.backbones import sha256_file
+from worker.model.release import read_manifest
 from worker.settings import WorkerSettings
 
 
@@ -44,10 +46,10 @@ def artifact(tmp_path_factory) -> Path:
 
 def _upload(store: FakeStore, folder: Path, version: str, corrupt: bool = False):
     manifest = read_manifest(folder).model_copy(update={"version": version})
-    weights = (folder / manifest.weights_file).read_bytes()
+    weights = (folder / manifest.files[0].name).read_bytes()
     if corrupt:
         weights = weights[:-1] + bytes([weights[-1] ^ 0xFF])
-    store.put(f"models/{version}/{manifest.weights_file}", weights)
+    store.put(f"models/{version}/{manifest.files[0].name}", weights)
     store.put(f"models/{version}/{MANIFEST_FILE}", manifest.model_dump_json().encode())
     return manifest
 
@@ -89,7 +91,7 @@ def test_a_corrupt_release_is_refused_once_and_not_retried(tmp_path, artifact):
     store, control = FakeStore(), FakeControl()
     swap = _swap(tmp_path, store, control)
     manifest = _upload(store, artifact, "bad", corrupt=True)
-    manifest = manifest.model_copy(update={"sha256": read_manifest(artifact).sha256})
+    manifest = manifest.model_copy(update={"files": read_manifest(artifact).files})
     assert swap.consider(manifest) is None
     assert swap.consider(manifest) is None
     assert swap.metrics.releases_refused.labels(reason="sha256_mismatch")._value.get() == 1
@@ -100,7 +102,10 @@ def test_a_corrupt_release_is_refused_once_and_not_retried(tmp_path, artifact):
 def test_an_announcement_unlike_the_stored_manifest_is_refused(tmp_path, artifact):
     store, control = FakeStore(), FakeControl()
     swap = _swap(tmp_path, store, control)
-    manifest = _upload(store, artifact, "v3").model_copy(update={"sha256": "0" * 64})
+    manifest = _upload(store, artifact, "v3")
+    manifest = manifest.model_copy(
+        update={"files": [manifest.files[0].model_copy(update={"sha256": "0" * 64})]}
+    )
     assert swap.consider(manifest) is None
     assert swap.metrics.releases_refused.labels(reason="manifest_mismatch")._value.get() == 1
 
@@ -123,14 +128,16 @@ def test_a_refused_release_leaves_nothing_in_releases_dir(tmp_path, tmp_path_fac
     store, control = FakeStore(), FakeControl()
     swap = _swap(tmp_path, store, control)
     tampered = _upload(store, artifact, "bad", corrupt=True).model_copy(
-        update={"sha256": read_manifest(artifact).sha256}
+        update={"files": read_manifest(artifact).files}
     )
     assert swap.consider(tampered) is None
     pickled = read_manifest(artifact).model_copy(update={"version": "pickled"})
-    weights = tmp_path_factory.mktemp("pickle") / pickled.weights_file
-    torch.save(load_file(str(artifact / pickled.weights_file)), weights)
-    pickled = pickled.model_copy(update={"sha256": sha256_file(weights)})
-    store.put(f"models/pickled/{pickled.weights_file}", weights.read_bytes())
+    weights = tmp_path_factory.mktemp("pickle") / pickled.files[0].name
+    torch.save(load_file(str(artifact / pickled.files[0].name)), weights)
+    pickled = pickled.model_copy(
+        update={"files": [pickled.files[0].model_copy(update={"sha256": sha256_file(weights)})]}
+    )
+    store.put(f"models/pickled/{pickled.files[0].name}", weights.read_bytes())
     store.put(f"models/pickled/{MANIFEST_FILE}", pickled.model_dump_json().encode())
     assert swap.consider(pickled) is None
     assert swap.metrics.releases_refused.labels(reason="not_safetensors")._value.get() == 1
@@ -138,7 +145,7 @@ def test_a_refused_release_leaves_nothing_in_releases_dir(tmp_path, tmp_path_fac
     assert swap.consider(_upload(store, artifact, "v2")) is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v2"]
     assert sorted(p.name for p in (tmp_path / "v2").iterdir()) == sorted(
-        [MANIFEST_FILE, pickled.weights_file]
+        [MANIFEST_FILE, pickled.files[0].name]
     )
 
 

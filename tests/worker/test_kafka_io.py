@@ -84,26 +84,6 @@ def test_real_kafka_python_accepts_the_configs(settings):
             make(closed, api_version_auto_timeout_ms=200)
 
 
-@pytest.mark.parametrize(
-    ("topic", "line"),
-    [("kenpin.frames.l1", "l1"), ("plant-a.frames.press_3", "press_3")],
-)
-def test_line_from_topic(topic, line):
-    assert kafka_io.line_from_topic(topic) == line
-
-
-@pytest.mark.parametrize("topic", ["nodots", "kenpin.frames."])
-def test_line_from_topic_rejects_topics_without_a_line(topic):
-    with pytest.raises(ValueError):
-        kafka_io.line_from_topic(topic)
-
-
-def test_topic_names():
-    assert kafka_io.frames_topic("l1") == "kenpin.frames.l1"
-    assert kafka_io.verdict_topic("l1") == "kenpin.verdicts.l1"
-    assert kafka_io.verdict_topic("l1", "x.v.") == "x.v.l1"
-
-
 class RecordingProducer:
     def __init__(self):
         self.sent = []

@@ -6,7 +6,8 @@ import random
 from datetime import UTC, datetime
 
 from schemas.frames import FrameHeaders
-from worker.normals import NormalSampler, normal_key
+from schemas.object_layout import normal_key
+from worker.normals import NormalSampler
 
 
 class FakeStore:

@@ -15,41 +15,18 @@ from safetensors.torch import load_file
 
 import worker.startup
 from schemas.manifest import ModelManifest
-from tests.worker.fakes import FakeStore
-from trainer.export import export
-from trainer.synthetic import generate
-from trainer.train import TrainConfig, train
+from schemas.object_layout import MANIFEST_FILE
+from tests.worker.fakes import FakeControl, FakeStore
+from trainer.learning.config import TrainConfig
+from trainer.learning.export import export
+from trainer.learning.synthetic_dataset import generate
+from trainer.learning.train import train
 from worker.hot_swap import HotSwap
 from worker.metrics import Health, WorkerMetrics
-from worker.model.artifact import MANIFEST_FILE, read_manifest
 from worker.model.backbones import sha256_file
+from worker.model.release import read_manifest
 from worker.settings import WorkerSettings
 from worker.startup import MAX_FALLBACKS, NoModelToServe, start_model
-
-
-class FakeControl:
-    """The control plane's start-up reads; `None` values stand for keys never written."""
-
-    def __init__(self, current=None, last_good=None, history=()) -> None:
-        self._current = current
-        self._last_good = last_good
-        self._history = list(history)
-        self.beats: list = []
-
-    def current(self) -> ModelManifest | None:
-        return self._current
-
-    def last_good(self) -> ModelManifest | None:
-        return self._last_good
-
-    def set_last_good(self, manifest: ModelManifest) -> None:
-        self._last_good = manifest
-
-    def history(self) -> list[str]:
-        return list(self._history)
-
-    def heartbeat(self, beat, ttl_s) -> None:
-        self.beats.append(beat)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +41,16 @@ def artifact(tmp_path_factory) -> Path:
 def upload(store: FakeStore, good: Path, version: str, kind: str = "good") -> ModelManifest:
     """Put release `version` in the store: good, a pickle renamed, or tampered weights."""
     manifest = read_manifest(good).model_copy(update={"version": version})
-    weights = (good / manifest.weights_file).read_bytes()
+    weights = (good / manifest.files[0].name).read_bytes()
     if kind == "pickle":  # torch.save under the safetensors name, with its own sha256
         pickled = good.parent / f"{version}.pickle"
-        torch.save(load_file(str(good / manifest.weights_file)), pickled)
+        torch.save(load_file(str(good / manifest.files[0].name)), pickled)
         weights = pickled.read_bytes()
-        manifest = manifest.model_copy(update={"sha256": sha256_file(pickled)})
+        file = manifest.files[0].model_copy(update={"sha256": sha256_file(pickled)})
+        manifest = manifest.model_copy(update={"files": [file]})
     elif kind == "tampered":  # the manifest keeps the sha256 of the untampered file
         weights = weights[:-1] + bytes([weights[-1] ^ 0xFF])
-    store.put(f"models/{version}/{manifest.weights_file}", weights)
+    store.put(f"models/{version}/{manifest.files[0].name}", weights)
     store.put(f"models/{version}/{MANIFEST_FILE}", manifest.model_dump_json().encode())
     return manifest
 
@@ -277,8 +255,8 @@ def test_the_hot_swap_does_not_retry_a_release_refused_at_start(tmp_path, artifa
 
 
 def test_the_history_a_worker_reads_is_the_one_the_trainer_writes():
-    """The literal lives in both (trainer imports worker, never the reverse): keep them equal."""
-    import trainer.control
+    """One name in `schemas.redis_keys`: the worker falls back on the list the trainer writes."""
+    import trainer.service.retrain_queue
     import worker.control
 
-    assert worker.control.HISTORY_KEY == trainer.control.HISTORY_KEY
+    assert worker.control.HISTORY_KEY == trainer.service.retrain_queue.HISTORY_KEY

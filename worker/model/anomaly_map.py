@@ -40,7 +40,8 @@ def anomaly_map(
 
     At every chosen scale: 1 - cosine(teacher, student) over channels, after an
     optional k x k local average of both feature maps (a defect a few pixels wide
-    changes a neighbourhood's mean feature; one noisy position does not); each
+    changes a neighbourhood's mean feature; one noisy position does not), plus
+    the plain distance when `scoring.plus_unpooled`; each
     upsampled bilinearly to `out_size` and SUMMED over scales (the method's rule;
     STFPM multiplies, which lets one blind scale veto the others), then
     Gaussian-smoothed.
@@ -48,11 +49,14 @@ def anomaly_map(
     total: torch.Tensor | None = None
     for level in scoring.scales:
         t, s = teacher[level].float(), student[level].float()
+        distance = torch.zeros_like(t[:, :1])
+        if scoring.feature_pool == 1 or scoring.plus_unpooled:
+            distance = distance + 1.0 - F.cosine_similarity(t, s, dim=1).unsqueeze(1)
         if scoring.feature_pool > 1:
             k = scoring.feature_pool
             t = F.avg_pool2d(t, k, stride=1, padding=k // 2, count_include_pad=False)
             s = F.avg_pool2d(s, k, stride=1, padding=k // 2, count_include_pad=False)
-        distance = 1.0 - F.cosine_similarity(t, s, dim=1).unsqueeze(1)
+            distance = distance + 1.0 - F.cosine_similarity(t, s, dim=1).unsqueeze(1)
         distance = F.interpolate(distance, size=out_size, mode="bilinear", align_corners=False)
         total = distance if total is None else total + distance
     assert total is not None, "empty feature pyramid"
@@ -66,6 +70,24 @@ def image_scores(maps: torch.Tensor, scoring: Scoring = DEFAULT_SCORING) -> torc
         return flat.amax(dim=1)
     k = max(1, round(flat.shape[1] * scoring.top_fraction))
     return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+def score_pyramids(
+    teacher: list[torch.Tensor],
+    student: list[torch.Tensor],
+    out_size: tuple[int, int],
+    scoring: Scoring = DEFAULT_SCORING,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anomaly maps (N, H, W) and image scores (N,): the one scoring path.
+
+    The served network, the trainer's validation and checkpoint rule, and the
+    sweep's scoring variants all call this, so a number measured while training
+    is the number the line will see. Computed in fp32 even when the networks ran
+    under autocast: the map is a sum of small differences.
+    """
+    with torch.autocast(device_type=teacher[0].device.type, enabled=False):
+        maps = anomaly_map(teacher, student, out_size, default_sigma(out_size[-1]), scoring)
+        return maps, image_scores(maps, scoring)
 
 
 def default_sigma(image_size: int) -> float:

@@ -1,15 +1,21 @@
-"""The inference network: a frozen teacher and a trained student, run as one batched call."""
+"""The inference network: a frozen teacher and a trained student, run as one batched call.
+
+Registered as the architecture `student_teacher` (`worker.model.registry`): the
+network of every release whose manifest names no other.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from schemas.manifest import Scoring
-from worker.model.anomaly_map import anomaly_map, default_sigma, image_scores
-from worker.model.backbones import backbone_spec, build_pyramid, build_teacher
+from schemas.manifest import ModelManifest, Normalisation, Scoring
+from worker.model.anomaly_map import score_pyramids
+from worker.model.backbones import BACKBONES, backbone_spec, build_pyramid, build_teacher
+from worker.model.registry import register
 
 
 class StudentTeacher(nn.Module):
@@ -21,20 +27,48 @@ class StudentTeacher(nn.Module):
     """
 
     def __init__(
-        self, backbone: str, teacher: nn.Module | None = None, scoring: Scoring | None = None
+        self,
+        backbone: str,
+        teacher: nn.Module | None = None,
+        scoring: Scoring | None = None,
+        normalisation: Normalisation | None = None,
     ) -> None:
         super().__init__()
         spec = backbone_spec(backbone)
+        if normalisation is None:
+            normalisation = Normalisation(mean=spec.mean, std=spec.std)
+        elif not _same(normalisation, spec.mean, spec.std):
+            raise ValueError(
+                f"normalisation mean {normalisation.mean} std {normalisation.std} is not "
+                f"{backbone}'s (mean {spec.mean} std {spec.std}): the teacher's features "
+                "would be computed on inputs it was not trained on"
+            )
         self.backbone = backbone
         self.scoring = scoring or Scoring()  # from the manifest: how maps and scores are made
         self.teacher = teacher if teacher is not None else build_pyramid(backbone)
         self.student = build_pyramid(backbone)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        mean = torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0
+        mean = torch.tensor(normalisation.mean).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(normalisation.std).view(1, 3, 1, 1) * 255.0
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+
+    @classmethod
+    def from_manifest(cls, manifest: ModelManifest) -> StudentTeacher:
+        """The pair a manifest describes (untrained: its release's weights go in next).
+
+        ValueError for a manifest without a backbone kenpin knows, or whose
+        normalisation is not the backbone's.
+        """
+        if manifest.backbone not in BACKBONES:
+            raise ValueError(
+                f"student_teacher needs a backbone, one of {sorted(BACKBONES)}; "
+                f"the manifest names {manifest.backbone!r}"
+            )
+        return cls(
+            manifest.backbone, scoring=manifest.scoring, normalisation=manifest.normalisation
+        )
 
     @classmethod
     def pretrained(cls, backbone: str, teacher_weights: Path | None = None) -> StudentTeacher:
@@ -57,14 +91,14 @@ class StudentTeacher(nn.Module):
         """Anomaly maps (N, H, W) at input resolution and image scores (N,)."""
         x = self.normalise(images)
         teacher, student = self.teacher_features(x), self.student_features(x)
-        # The map is a sum of small differences: compute it in fp32 even when the
-        # networks ran under bf16/fp16 autocast.
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            maps = anomaly_map(
-                teacher,
-                student,
-                out_size=tuple(images.shape[-2:]),
-                sigma=default_sigma(images.shape[-1]),
-                scoring=self.scoring,
-            )
-        return maps, image_scores(maps, self.scoring)
+        return score_pyramids(teacher, student, tuple(images.shape[-2:]), self.scoring)
+
+
+@register("student_teacher")
+def _build_student_teacher(manifest: ModelManifest) -> StudentTeacher:
+    return StudentTeacher.from_manifest(manifest)
+
+
+def _same(normalisation: Normalisation, mean: tuple, std: tuple) -> bool:
+    pairs = [*zip(normalisation.mean, mean, strict=True), *zip(normalisation.std, std, strict=True)]
+    return all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in pairs)

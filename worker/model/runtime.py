@@ -1,7 +1,9 @@
-"""The served model: a verified artifact on a device, judging batches of RGB frames.
+"""The served model: a verified network on a device, judging batches of RGB frames.
 
 One code path serves the GPU (production) and the CPU (tests, small lines): the
-device and the autocast precision are settings, not forks of the code.
+device and the autocast precision are settings, not forks of the code. A model
+is loaded from a release by `worker.model.release` (verified, any registered
+architecture); this module only serves it.
 """
 
 from __future__ import annotations
@@ -9,15 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+from torch import nn
 
 from schemas.manifest import ModelManifest
-from worker.model.artifact import load_artifact
-from worker.model.network import StudentTeacher
+from worker.model.images import fit_to_size
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -26,21 +26,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
-    """An RGB uint8 image resized to (size, size): the one resize of every path.
-
-    The worker prepares frames with it and the trainer prepares training,
-    calibration and gate images with it, so both feed the network the same
-    pixels. Area averaging when either side shrinks (no aliasing), bilinear when
-    both grow.
-    """
-    if image.shape[:2] == (size, size):
-        return image
-    shrink = image.shape[0] > size or image.shape[1] > size
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
 @dataclass
@@ -52,11 +37,15 @@ class Judgement:
 
 
 class InspectionModel:
-    """A StudentTeacher ready to serve: on its device, in eval mode, with its manifest."""
+    """A network ready to serve: on its device, in eval mode, with its manifest.
+
+    The network takes a (N, 3, S, S) batch of RGB pixels in [0, 255] and returns
+    anomaly maps (N, S, S) and image scores (N,): every architecture does.
+    """
 
     def __init__(
         self,
-        network: StudentTeacher,
+        network: nn.Module,
         manifest: ModelManifest,
         device: str = "auto",
         precision: str = "fp32",
@@ -68,11 +57,6 @@ class InspectionModel:
         self.precision = precision
         self.network = network.to(self.device).eval()
         self.network.to(memory_format=torch.channels_last)
-
-    @classmethod
-    def load(cls, path: Path, device: str = "auto", precision: str = "fp32") -> InspectionModel:
-        network, manifest = load_artifact(path)
-        return cls(network, manifest, device=device, precision=precision)
 
     @property
     def version(self) -> str:
@@ -103,6 +87,14 @@ class InspectionModel:
         with torch.inference_mode(), self._autocast():
             maps, scores = self.network(batch)
         return Judgement(scores=scores.float().cpu().numpy(), maps=maps.float().cpu().numpy())
+
+    def scores(self, frames: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
+        """Image scores (N,) of any number of prepared frames, `batch` per forward pass."""
+        out = [
+            self.judge(frames[start : start + batch]).scores
+            for start in range(0, len(frames), batch)
+        ]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def warm_up(self, batch_size: int = 1) -> None:
         """Run a zero batch so the first real frame does not pay for lazy initialisation."""

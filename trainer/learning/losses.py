@@ -1,4 +1,4 @@
-"""Distillation losses between teacher and (attended) student pyramids (METHOD.md).
+"""Distillation losses between teacher and (attended) student pyramids (docs/method.md).
 
 Each term is computed per scale and summed over the three scales; the mix is a
 weighted sum so the paper's variants are a matter of configuration.
@@ -6,10 +6,10 @@ weighted sum so the paper's variants are a matter of configuration.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
+
+from trainer.learning.config import LossWeights
 
 
 def channel_cosine_distance(
@@ -52,28 +52,6 @@ def channel_kl(t: torch.Tensor, s: torch.Tensor, temperature: float) -> torch.Te
     log_p_t = F.log_softmax(t.float() / temperature, dim=1)
     log_p_s = F.log_softmax(s.float() / temperature, dim=1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean() * temperature**2
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the four terms; 0 switches a term off. Default: the paper's best mix.
-
-    The KL terms are sums over 176 channels (Lite0) of T^2-scaled divergences and
-    start about 1000x larger than the cosine terms (teacher features have std ~7,
-    so a softmax over positions at T=1 is nearly one-hot). T=4 softens it and the
-    weight 1e-3 brings spatial KD to the size of channel CD at initialisation
-    (measured: ~2.6 vs ~3.0 on real images), so neither term drowns the other.
-    """
-
-    channel_cd: float = 1.0
-    spatial_cd: float = 0.0
-    spatial_kd: float = 1e-3
-    channel_kd: float = 0.0
-    temperature: float = 4.0
-    hard_fraction: float = 0.0  # channel CD on the hardest fraction of pixels only (0: all)
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 TERMS = {

@@ -9,55 +9,25 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import structlog
 import torch
 from tqdm import tqdm
 
-from schemas.manifest import Scoring
-from trainer.data import Product, discover, fingerprint, read_images, split_normals
-from trainer.dcam import DCAM, AttentionKind
-from trainer.losses import LossWeights, distillation_loss
-from trainer.metrics import auroc
-from trainer.synthetic_anomalies import make_anomalies
-from worker.model.anomaly_map import anomaly_map, default_sigma, image_scores
+from trainer.learning.config import TrainConfig
+from trainer.learning.data import Product, discover, fingerprint, read_images, split_normals
+from trainer.learning.dcam import DCAM
+from trainer.learning.detection_metrics import auroc
+from trainer.learning.losses import distillation_loss
+from trainer.learning.synthetic_anomalies import draw_on_some, make_anomalies
+from worker.model.anomaly_map import score_pyramids
 from worker.model.network import StudentTeacher
 from worker.model.runtime import resolve_device
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every hyperparameter of a run, recorded in the artifact's manifest."""
-
-    backbone: str = "efficientnet_lite0"
-    teacher_weights: str | None = None
-    image_size: int = 256
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    dcam: AttentionKind = "channel"
-    losses: LossWeights = field(default_factory=LossWeights)
-    val_fraction: float = 0.2
-    seed: int = 0
-    bf16: bool = False  # autocast the student's forward/backward in bfloat16
-    # which epoch is kept: the lowest mean map of held-out normals ("val_map", the
-    # authors'), or the best AUROC of held-out normals against defects drawn on them
-    # ("synthetic", trainer/synthetic_anomalies.py); both are measured every epoch
-    checkpoint: Literal["val_map", "synthetic"] = "val_map"
-    device: str = "auto"  # "auto": CUDA when present, else the CPU
-    # how maps and image scores are made (shipped in the manifest, used for calibration)
-    scoring: Scoring = field(default_factory=Scoring)
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "scoring": self.scoring.model_dump(mode="json")}
 
 
 @dataclass
@@ -117,10 +87,10 @@ def student_scores(
     for start in range(0, len(images), batch):
         x = network.normalise(_batch(images[start : start + batch], network.mean.device))
         t = [f[start : start + batch] for f in teacher]
-        maps = anomaly_map(
-            t, network.student_features(x), (size, size), default_sigma(size), network.scoring
+        maps, batch_scores = score_pyramids(
+            t, network.student_features(x), (size, size), network.scoring
         )
-        scores.append(image_scores(maps, network.scoring).cpu())
+        scores.append(batch_scores.cpu())
         map_sum += float(maps.mean(dim=(1, 2)).sum())
     return torch.cat(scores).numpy(), map_sum / max(1, len(images))
 
@@ -185,6 +155,7 @@ def train(
         params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     shuffler = np.random.default_rng(config.seed)
+    drawer = np.random.default_rng(config.seed + 1)  # defects for the denoising student
     best_state, best_epoch, best_val, best_rank = None, -1, float("inf"), float("inf")
     best_scores: dict[str, np.ndarray] = {}
     history: list[dict] = []
@@ -205,7 +176,10 @@ def train(
         )
         for step in bar:
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = network.normalise(_batch(train_images[idx.numpy()], device))
+            batch = train_images[idx.numpy()]
+            if config.denoise_fraction > 0:
+                batch = draw_on_some(batch, config.denoise_fraction, drawer)
+            x = network.normalise(_batch(batch, device))
             teacher = [f[idx.to(device)] for f in train_teacher]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 student = dcam(network.student_features(x))

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.manifest import ProductThreshold
-
-DEFAULT_QUANTILE = 0.99
+from trainer.learning.config import DEFAULT_QUANTILE
 
 
 def calibrate(

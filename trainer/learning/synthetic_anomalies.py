@@ -69,6 +69,15 @@ def blob(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 _DRAW = {"line": thin_line, "cut_paste": cut_paste, "blob": blob}
 
 
+def draw_on_some(images: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A copy of the (N, H, W, 3) batch with a random defect drawn on each image with
+    probability `fraction` (the denoising student's input, trainer/learning/train.py)."""
+    out = images.copy()
+    for i in np.flatnonzero(rng.random(len(images)) < fraction):
+        out[i] = _DRAW[KINDS[int(rng.integers(len(KINDS)))]](images[i], rng)
+    return out
+
+
 def make_anomalies(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """One defective copy of every (N, H, W, 3) uint8 image, kinds in turn; and the kinds."""
     rng = np.random.default_rng(seed)

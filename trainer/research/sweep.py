@@ -11,7 +11,6 @@ which weight and temperature, at which learning rate, after how many epochs.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,13 @@ import structlog
 import torch
 
 from schemas.manifest import Scoring
-from trainer.data import TEST_PARTS, TestImage, discover, read_rgb, split_test
-from trainer.dcam import DCAM
-from trainer.losses import LossWeights
-from trainer.metrics import auroc
-from trainer.plots import sweep_figure
-from trainer.train import TrainConfig, student_scores, teacher_pyramid, train
-from worker.model.anomaly_map import anomaly_map, default_sigma, image_scores
+from trainer.learning.config import LossWeights, TrainConfig
+from trainer.learning.data import TEST_PARTS, TestImage, discover, read_rgb, split_test
+from trainer.learning.dcam import DCAM
+from trainer.learning.detection_metrics import auroc
+from trainer.learning.plots import sweep_figure
+from trainer.learning.train import student_scores, teacher_pyramid, train
+from worker.model.anomaly_map import score_pyramids
 from worker.model.network import StudentTeacher
 
 log = structlog.get_logger(__name__)
@@ -36,20 +35,34 @@ PAPER = TrainConfig(dcam="channel", losses=LossWeights())
 TRIALS: dict[str, TrainConfig] = {
     "a_stfpm": BASELINE,
     "b_paper_kd1e-3_T4": PAPER,
-    "b_no_kd": replace(PAPER, losses=LossWeights(spatial_kd=0.0)),
-    "b_kd1e-2_T4": replace(PAPER, losses=LossWeights(spatial_kd=1e-2)),
-    "b_kd1e-1_T4": replace(PAPER, losses=LossWeights(spatial_kd=1e-1)),
-    "b_kd1e-3_T1": replace(PAPER, losses=LossWeights(spatial_kd=1e-3, temperature=1.0)),
-    "b_kd1e-3_T16": replace(PAPER, losses=LossWeights(spatial_kd=1e-3, temperature=16.0)),
-    "b_lr0.4": replace(PAPER, lr=0.4),
-    "b_lr0.03": replace(PAPER, lr=0.03),
-    "a_lr0.4": replace(BASELINE, lr=0.4),
-    "a_lr0.03": replace(BASELINE, lr=0.03),
-    "b_kd1e-2_T4_lr0.03": replace(PAPER, lr=0.03, losses=LossWeights(spatial_kd=1e-2)),
-    "b_kd1e-1_T4_lr0.01": replace(PAPER, lr=0.01, losses=LossWeights(spatial_kd=1e-1)),
-    "b_kd1e-2_T4_lr0.01": replace(PAPER, lr=0.01, losses=LossWeights(spatial_kd=1e-2)),
-    "b_hard0.1": replace(PAPER, losses=LossWeights(hard_fraction=0.1)),
-    "b_hard0.02": replace(PAPER, losses=LossWeights(hard_fraction=0.02)),
+    "b_no_kd": PAPER.model_copy(update=dict(losses=LossWeights(spatial_kd=0.0))),
+    "b_kd1e-2_T4": PAPER.model_copy(update=dict(losses=LossWeights(spatial_kd=1e-2))),
+    "b_kd1e-1_T4": PAPER.model_copy(update=dict(losses=LossWeights(spatial_kd=1e-1))),
+    "b_kd1e-3_T1": PAPER.model_copy(
+        update=dict(losses=LossWeights(spatial_kd=1e-3, temperature=1.0))
+    ),
+    "b_kd1e-3_T16": PAPER.model_copy(
+        update=dict(losses=LossWeights(spatial_kd=1e-3, temperature=16.0))
+    ),
+    "b_lr0.4": PAPER.model_copy(update=dict(lr=0.4)),
+    "b_lr0.03": PAPER.model_copy(update=dict(lr=0.03)),
+    "a_lr0.4": BASELINE.model_copy(update=dict(lr=0.4)),
+    "a_lr0.03": BASELINE.model_copy(update=dict(lr=0.03)),
+    "b_kd1e-2_T4_lr0.03": PAPER.model_copy(
+        update=dict(lr=0.03, losses=LossWeights(spatial_kd=1e-2))
+    ),
+    "b_kd1e-1_T4_lr0.01": PAPER.model_copy(
+        update=dict(lr=0.01, losses=LossWeights(spatial_kd=1e-1))
+    ),
+    "b_kd1e-2_T4_lr0.01": PAPER.model_copy(
+        update=dict(lr=0.01, losses=LossWeights(spatial_kd=1e-2))
+    ),
+    "b_hard0.1": PAPER.model_copy(update=dict(losses=LossWeights(hard_fraction=0.1))),
+    "b_hard0.02": PAPER.model_copy(update=dict(losses=LossWeights(hard_fraction=0.02))),
+    "b_denoise0.5": PAPER.model_copy(update=dict(denoise_fraction=0.5)),
+    "b_hard0.1_denoise0.5": PAPER.model_copy(
+        update=dict(denoise_fraction=0.5, losses=LossWeights(hard_fraction=0.1))
+    ),
 }
 
 
@@ -93,8 +106,7 @@ class LabelledScorer:
         for i, s in enumerate(student):
             t = [f[i * batch : (i + 1) * batch] for f in self.teacher]
             for v in variants:
-                maps = anomaly_map(t, s, (size, size), default_sigma(size), v)
-                scores[v.label].append(image_scores(maps, v).cpu())
+                scores[v.label].append(score_pyramids(t, s, (size, size), v)[1].cpu())
         return {label: torch.cat(chunks).numpy() for label, chunks in scores.items()}
 
     def aurocs(self, scores: np.ndarray) -> dict[str, float]:
@@ -144,14 +156,15 @@ def run_sweep(
             log.info("trial already in the journal", trial=name)
             continue
         done[name] = []
-        config = replace(
-            TRIALS[name],
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            bf16=bf16,
-            image_size=image_size,
-            device=device,
+        config = TRIALS[name].model_copy(
+            update=dict(
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                bf16=bf16,
+                image_size=image_size,
+                device=device,
+            )
         )
 
         def on_epoch(
@@ -208,6 +221,9 @@ DIAGNOSIS: list[Scoring] = [
     Scoring(feature_pool=3, top_fraction=0.01),
     Scoring(scales=(1, 2), feature_pool=3, top_fraction=0.01),
     Scoring(scales=(2,), feature_pool=3, top_fraction=0.01),
+    Scoring(scales=(2,), feature_pool=3, plus_unpooled=True),
+    Scoring(scales=(2,), feature_pool=3, plus_unpooled=True, top_fraction=0.01),
+    Scoring(scales=(1, 2), feature_pool=3, plus_unpooled=True, top_fraction=0.01),
 ]
 
 

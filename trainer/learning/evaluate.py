@@ -10,8 +10,9 @@ import numpy as np
 import structlog
 from tqdm import tqdm
 
-from trainer.data import Product, discover, read_mask, read_rgb
-from trainer.metrics import au_pro, auroc, precision_recall
+from trainer.learning.data import Product, discover, read_mask, read_rgb
+from trainer.learning.detection_metrics import au_pro, auroc, precision_recall
+from worker.model.release import load_model
 from worker.model.runtime import InspectionModel
 
 log = structlog.get_logger(__name__)
@@ -84,7 +85,7 @@ def evaluate_artifact(
     device: str = "cpu",
 ) -> dict:
     """Evaluate every product of `data_dir` that the model knows; writes report.json + pictures."""
-    model = InspectionModel.load(Path(model_path), device=device, precision=precision)
+    model = load_model(Path(model_path), device=device, precision=precision)
     return evaluate_model(model, data_dir, out_dir, progress=progress, pictures=pictures)
 
 
@@ -122,7 +123,7 @@ def evaluate_model(
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     if pictures:
-        from trainer.plots import heatmap_grid, roc_figure
+        from trainer.learning.plots import heatmap_grid, roc_figure
 
         report["pictures"] = {
             "roc": str(roc_figure(judged, out_dir / "roc.png")),

@@ -10,8 +10,8 @@ matplotlib.use("Agg")  # headless: trainers run on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trainer.data import read_rgb  # noqa: E402
-from trainer.metrics import auroc, roc_curve  # noqa: E402
+from trainer.learning.data import read_rgb  # noqa: E402
+from trainer.learning.detection_metrics import auroc, roc_curve  # noqa: E402
 
 
 def roc_figure(judged: dict[str, tuple], path: Path) -> Path:

@@ -1,8 +1,9 @@
 """Releases: an artifact in `s3://<bucket>/models/<version>/`, made current through Redis.
 
-Order matters for the workers: weights first, then the manifest, and only then
-`kenpin:model:current` and the announcement, so a worker that hears of a
-release always finds all of it in S3.
+Order matters for the workers: the release's files first, then the manifest,
+and only then `kenpin:model:current` and the announcement, so a worker that
+hears of a release always finds all of it in S3 (`schemas.object_layout`,
+`schemas.redis_keys`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.manifest import ModelManifest
-from trainer.control import ReleaseHistory
+from schemas.object_layout import MANIFEST_FILE, release_key, releases_prefix
+from trainer.service.retrain_queue import ReleaseHistory
 from worker.control import ControlPlane
-from worker.hot_swap import MODELS_PREFIX, release_prefix
 from worker.logs import get_logger
-from worker.model.artifact import MANIFEST_FILE, read_manifest
+from worker.model.release import read_manifest
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
@@ -32,13 +33,16 @@ class ReleaseEntry:
 
 
 def upload(store: ObjectStore, artifact_dir: Path) -> ModelManifest:
-    """Copy an artifact folder to `models/<version>/`; returns its manifest."""
+    """Copy an artifact folder to `models/<version>/`: its files, then its manifest."""
     manifest = read_manifest(artifact_dir)
-    prefix = release_prefix(manifest.version)
-    weights = Path(artifact_dir) / manifest.weights_file
-    store.put(f"{prefix}/{Path(manifest.weights_file).name}", weights.read_bytes())
+    for file in manifest.files:
+        store.put(
+            release_key(manifest.version, file.name), (Path(artifact_dir) / file.name).read_bytes()
+        )
     store.put(
-        f"{prefix}/{MANIFEST_FILE}", manifest.model_dump_json(indent=2).encode(), "application/json"
+        release_key(manifest.version, MANIFEST_FILE),
+        manifest.model_dump_json(indent=2).encode(),
+        "application/json",
     )
     return manifest
 
@@ -58,7 +62,7 @@ def publish(store: ObjectStore, control: ControlPlane, artifact_dir: Path) -> Mo
 
 
 def stored_manifest(store: ObjectStore, version: str) -> ModelManifest:
-    key = f"{release_prefix(version)}/{MANIFEST_FILE}"
+    key = release_key(version, MANIFEST_FILE)
     if not store.exists(key):
         raise ReleaseError(f"no release {version!r} in the bucket ({key} missing)")
     return ModelManifest.model_validate_json(store.get(key))
@@ -68,7 +72,7 @@ def list_releases(store: ObjectStore, control: ControlPlane) -> list[ReleaseEntr
     """Every release in the bucket, oldest first, marking the current one."""
     current = control.current()
     entries = []
-    for obj in store.list(f"{MODELS_PREFIX}/"):
+    for obj in store.list(releases_prefix()):
         if obj.key.endswith(f"/{MANIFEST_FILE}"):
             manifest = ModelManifest.model_validate_json(store.get(obj.key))
             entries.append(

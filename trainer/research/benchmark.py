@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from schemas.manifest import ModelManifest, Normalisation, ProductThreshold
+from schemas.manifest import ModelManifest, Normalisation, ProductThreshold, ReleaseFile
 from worker.model.network import StudentTeacher
+from worker.model.release import load_model
 from worker.model.runtime import InspectionModel
 
 
@@ -26,7 +27,7 @@ def fresh_model(image_size: int = 256, precision: str = "fp32") -> InspectionMod
         backbone="efficientnet_lite0",
         image_size=image_size,
         normalisation=Normalisation(mean=(0.5,) * 3, std=(0.5,) * 3),
-        sha256="0" * 64,
+        files=[ReleaseFile(name="untrained", sha256="0" * 64)],
         products={"any": ProductThreshold(threshold=1.0, rule="bench", normal_scores=0)},
     )
     return InspectionModel(StudentTeacher("efficientnet_lite0"), manifest, "cpu", precision)
@@ -52,7 +53,7 @@ def run_benchmark(model_path: Path | None, batches: list[int], seconds: float) -
     print("|---|---|---|---|")
     for precision in ("fp32", "bf16"):
         model = (
-            InspectionModel.load(model_path, device="cpu", precision=precision)
+            load_model(model_path, device="cpu", precision=precision)
             if model_path
             else fresh_model(precision=precision)
         )

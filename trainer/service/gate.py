@@ -7,7 +7,7 @@ Both models are measured in the same run, on the same images:
 - image AUROC on labelled anomalies, when a folder of them is configured: a
   candidate that separates defects from normals worse is refused;
 - image AUROC and recall on defects drawn on the same held-out normals
-  (`trainer.synthetic_anomalies`), for every product: no labels needed, so a
+  (`trainer.learning.synthetic_anomalies`), for every product: no labels needed, so a
   candidate that flags nothing or separates nothing is caught even where no
   labelled defect exists;
 - a candidate that no longer knows a product the current release serves is
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data import list_images, read_rgb
-from trainer.metrics import auroc
-from trainer.synthetic_anomalies import make_anomalies
+from trainer.learning.data import list_images, read_rgb
+from trainer.learning.detection_metrics import auroc
+from trainer.learning.synthetic_anomalies import make_anomalies
 from worker.model.runtime import InspectionModel
 
 
@@ -77,11 +77,7 @@ def labelled_anomalies(root: Path | None, products: list[str]) -> dict[str, list
 
 def score_files(model: InspectionModel, paths: list[Path], batch: int = 16) -> np.ndarray:
     """Image scores of files, read as the worker reads frames (`read_rgb`): no skew."""
-    out = [
-        model.judge([read_rgb(p, model.image_size) for p in paths[i : i + batch]]).scores
-        for i in range(0, len(paths), batch)
-    ]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    return model.scores([read_rgb(p, model.image_size) for p in paths], batch)
 
 
 def measure(model: InspectionModel, images: GateImages) -> dict:
@@ -92,14 +88,14 @@ def measure(model: InspectionModel, images: GateImages) -> dict:
         if threshold is None:
             continue
         pixels = np.stack([read_rgb(p, model.image_size) for p in normals])
-        normal_scores = _judge(model, pixels)
+        normal_scores = model.scores(pixels)
         entry: dict = {
             "threshold": threshold,
             "normals": len(normals),
             "false_alarms": int((normal_scores > threshold).sum()),
         }
         entry["false_alarm_rate"] = entry["false_alarms"] / max(1, len(normals))
-        drawn = _judge(model, make_anomalies(pixels, seed=0)[0])
+        drawn = model.scores(make_anomalies(pixels, seed=0)[0])
         labels = np.r_[np.zeros(len(normal_scores)), np.ones(len(drawn))]
         entry["synthetic_auroc"] = float(auroc(labels, np.r_[normal_scores, drawn]))
         entry["synthetic_recall"] = float((drawn > threshold).mean())
@@ -112,11 +108,6 @@ def measure(model: InspectionModel, images: GateImages) -> dict:
             entry["recall"] = float((anomaly_scores > threshold).mean())
         products[product] = entry
     return {"version": model.version, "products": products, **_pooled(products, products)}
-
-
-def _judge(model: InspectionModel, pixels: np.ndarray, batch: int = 16) -> np.ndarray:
-    out = [model.judge(list(pixels[i : i + batch])).scores for i in range(0, len(pixels), batch)]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def _pooled(products: dict[str, dict], among: dict | set) -> dict:

@@ -5,16 +5,16 @@ One run, each stage timed and recorded in the request's outcome:
 1. snapshot: list the normal store, hash the keys (the snapshot id), split
    into training and held-out normals;
 2. download: the snapshot into a scratch folder in MVTec layout;
-3. train: `trainer.train` on the training normals;
+3. train: `trainer.learning.train` on the training normals;
 4. calibrate: thresholds per product from the validation split, exported as an
-   artifact (`trainer.export`) with the snapshot id and the parent release;
+   artifact (`trainer.learning.export`) with the snapshot id and the parent release;
 5. evaluate: candidate and current release on held-out normals and labelled
-   anomalies (`trainer.gate`);
+   anomalies (`trainer.service.gate`);
 6. gate and release: a candidate not worse than the current release is
    uploaded to `models/<version>/`, made current and announced; otherwise the
    reason is recorded and nothing changes on the line.
 
-Only one run at a time across every trainer (`trainer.control.TrainerLock`). A
+Only one run at a time across every trainer (`trainer.service.retrain_queue.TrainerLock`). A
 request is kept claimed by the trainer that took it for as long as that trainer
 lives (`RetrainQueue.lease`), however long the run: it is taken over by another
 trainer only once its claim has not been renewed for the claim time (3 lock
@@ -35,22 +35,27 @@ from pathlib import Path
 from typing import Any
 
 from schemas.common import utc_now
-from schemas.control import RECIPE_KEYS, RetrainOutcome
-from schemas.manifest import Scoring
-from trainer.control import QueuedRequest, RetrainQueue, TrainerLock
-from trainer.export import export, new_version
-from trainer.gate import Floors, GateImages, decide, labelled_anomalies, measure
-from trainer.losses import LossWeights
-from trainer.normal_store import download, take_snapshot
-from trainer.releases import publish
-from trainer.settings import TrainerSettings
-from trainer.train import TrainConfig, TrainResult, train
+from schemas.control import RetrainOutcome
+from schemas.object_layout import release_prefix
+from trainer.learning.config import RECIPE_FIELDS, RecipeError, TrainConfig, recipe_config
+from trainer.learning.export import export, new_version
+from trainer.learning.train import TrainResult, train
+from trainer.service.gate import Floors, GateImages, decide, labelled_anomalies, measure
+from trainer.service.normal_store import download, take_snapshot
+from trainer.service.releases import publish
+from trainer.service.retrain_queue import QueuedRequest, RetrainQueue, TrainerLock
+from trainer.service.settings import TrainerSettings
 from worker.control import ControlPlane
-from worker.hot_swap import release_prefix
 from worker.logs import get_logger
-from worker.model.artifact import MANIFEST_FILE, read_manifest
+from worker.model.artifact import write_manifest
+from worker.model.release import (
+    RefusalReason,
+    ReleaseRefused,
+    fetch_model,
+    load_model,
+    read_manifest,
+)
 from worker.model.runtime import InspectionModel
-from worker.model_source import fetch_artifact
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
@@ -215,7 +220,7 @@ class RetrainService:
             export(result, artifact, version, s.threshold_quantile, outcome.parent_version)
             outcome.version = version
         with self._stage(outcome, "evaluate"):
-            candidate_model = InspectionModel.load(artifact, device="cpu")
+            candidate_model = load_model(artifact, device="cpu")
             images = GateImages(heldout, labelled_anomalies(s.anomalies_dir, snap.products))
             candidate_metrics = measure(candidate_model, images)
             current_metrics = measure(current_model, images) if current_model else None
@@ -250,7 +255,7 @@ class RetrainService:
                     },
                 }
             )
-            (artifact / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+            write_manifest(artifact, manifest)
             publish(self.store, self.control, artifact)
         outcome.status = "released"
         outcome.detail = "; ".join(decision.reasons)
@@ -260,46 +265,24 @@ class RetrainService:
         """The current release, loaded to be measured beside the candidate."""
         if current is None:
             return None
-        fetch_artifact(self.store, release_prefix(current.version), folder)
-        model = InspectionModel.load(folder, device="cpu")
-        if model.manifest.sha256 != current.sha256:
-            raise RunFailed(f"stored release {current.version} is not the current manifest")
-        return model
+        try:
+            return fetch_model(
+                self.store, release_prefix(current.version), folder, expected=current, device="cpu"
+            )
+        except ReleaseRefused as exc:
+            if exc.reason is RefusalReason.MANIFEST_MISMATCH:
+                raise RunFailed(
+                    f"stored release {current.version} is not the current manifest: {exc.detail}"
+                ) from exc
+            raise RunFailed(f"current release {current.version} refused: {exc}") from exc
 
 
 def training_config(
     settings: TrainerSettings, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
     """The recipe of the settings, with a request's overrides for this run only."""
-    values = {key: getattr(settings, key) for key in RECIPE_KEYS} | dict(overrides or {})
-    unknown = sorted(set(values) - set(RECIPE_KEYS))
-    if unknown:
-        raise RunFailed(f"unknown recipe keys {unknown}; known: {list(RECIPE_KEYS)}")
-    s = settings
+    recipe = {name: getattr(settings, name) for name in RECIPE_FIELDS}
     try:
-        scoring = Scoring.model_validate(values["scoring"])
-        losses = LossWeights(
-            spatial_kd=float(values["spatial_kd"]),
-            hard_fraction=float(values["hard_fraction"]),
-        )
-    except (ValueError, TypeError) as exc:
-        raise RunFailed(f"invalid recipe: {exc}") from exc
-    if values["checkpoint"] not in ("val_map", "synthetic"):
-        raise RunFailed(f"invalid recipe: checkpoint {values['checkpoint']!r}")
-    if values["dcam"] not in ("none", "channel", "spatial", "both"):
-        raise RunFailed(f"invalid recipe: dcam {values['dcam']!r}")
-    return TrainConfig(
-        backbone=s.backbone,
-        teacher_weights=str(s.teacher_weights) if s.teacher_weights else None,
-        image_size=int(values["image_size"]),
-        epochs=int(values["epochs"]),
-        batch_size=int(values["batch_size"]),
-        lr=float(values["lr"]),
-        seed=int(values["seed"]),
-        bf16=bool(values["bf16"]),
-        dcam=values["dcam"],
-        losses=losses,
-        checkpoint=values["checkpoint"],
-        scoring=scoring,
-        device=s.device,
-    )
+        return recipe_config(recipe, overrides)
+    except RecipeError as exc:
+        raise RunFailed(str(exc)) from exc

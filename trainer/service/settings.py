@@ -1,4 +1,9 @@
-"""Every knob of the trainer service in one place, read from `KENPIN_*` environment variables.
+"""Every knob of the trainer service, read from `KENPIN_*` environment variables.
+
+Declared in three places, each once: what every kenpin process shares (Redis, S3,
+the device, logging) in `schemas.settings.PlaneSettings`; the recipe, one setting
+per field of the training configuration (`trainer.learning.config.RECIPE_FIELDS`: the loss
+weights one by one, scoring as JSON); the service's own knobs here.
 
 Example: ``KENPIN_RETRAIN_INTERVAL_S=86400 KENPIN_EPOCHS=50 kenpin-trainer serve``.
 """
@@ -8,22 +13,28 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, create_model
 
-from schemas.manifest import Scoring
+from schemas.settings import PlaneSettings
+from trainer.learning.config import DEFAULT_QUANTILE, RECIPE_FIELDS
 
 
-class TrainerSettings(BaseSettings):
+def _recipe_settings() -> type[PlaneSettings]:
+    """PlaneSettings with a setting per field of the recipe (device is PlaneSettings')."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, info)
+        for name, info in RECIPE_FIELDS.items()
+        if name not in PlaneSettings.model_fields
+    }
+    return create_model("RecipeSettings", __base__=PlaneSettings, **fields)
+
+
+class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
     """Configuration of `kenpin-trainer serve` and the operator commands."""
 
-    model_config = SettingsConfigDict(env_prefix="KENPIN_", extra="ignore")
-
-    # --- control plane: Redis ----------------------------------------------------
-    redis_url: str = "redis://localhost:6379/0"
-    control_prefix: str = Field(default="", description="Prefix of every kenpin Redis key.")
+    # --- control plane: Redis (where it is: PlaneSettings) ------------------------
     trainer_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     lock_ttl_s: float = Field(
         default=60.0,
@@ -33,13 +44,6 @@ class TrainerSettings(BaseSettings):
         "no longer renewed either, is taken over by another trainer after 3 times this long.",
     )
     outcome_ttl_s: float = Field(default=30 * 86400, gt=0, description="Outcomes kept this long.")
-
-    # --- blobs: S3 ---------------------------------------------------------------
-    s3_endpoint: str = "localhost:9000"
-    s3_access_key: SecretStr = SecretStr("")
-    s3_secret_key: SecretStr = SecretStr("")
-    s3_bucket: str = "kenpin"
-    s3_secure: bool = False
 
     # --- when to train -----------------------------------------------------------
     retrain_interval_s: float = Field(
@@ -67,33 +71,12 @@ class TrainerSettings(BaseSettings):
     )
     work_dir: Path = Field(default=Path("runs/trainer"), description="Scratch space of runs.")
 
-    # --- how to train ------------------------------------------------------------
-    backbone: str = "efficientnet_lite0"
-    teacher_weights: Path | None = None
-    image_size: int = Field(default=256, ge=32)
-    epochs: int = Field(default=50, ge=0)
-    batch_size: int = Field(default=16, ge=1)
-    seed: int = 0
-    threshold_quantile: float = Field(default=0.99, ge=0.5, le=1.0)
-    lr: float = Field(default=0.1, gt=0, description="SGD learning rate.")
-    bf16: bool = Field(default=False, description="bf16 autocast for the student.")
-    dcam: Literal["none", "channel", "spatial", "both"] = "channel"
-    spatial_kd: float = Field(default=1e-3, ge=0, description="Weight of spatial KD.")
-    hard_fraction: float = Field(
-        default=0.0, ge=0, le=1, description="Channel CD on this hardest fraction only; 0: all."
-    )
-    checkpoint: Literal["val_map", "synthetic"] = Field(
-        default="val_map",
-        description="Epoch kept: lowest mean map of held-out normals, or best AUROC against "
-        "defects drawn on them.",
-    )
-    scoring: Scoring = Field(
-        default_factory=Scoring,
-        description='How maps and scores are made, JSON: {"scales": [1, 2], "feature_pool": 3, '
-        '"top_fraction": 0.01}.',
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="Where training runs: CUDA when present with auto."
+    # --- how to train: the recipe (trainer.learning.config), and -----------------------------
+    threshold_quantile: float = Field(
+        default=DEFAULT_QUANTILE,
+        ge=0.5,
+        le=1.0,
+        description="Normal-score quantile that becomes a product's threshold.",
     )
     progress: bool = Field(default=True, description="Progress bars on the terminal.")
 
@@ -132,7 +115,3 @@ class TrainerSettings(BaseSettings):
         description="No release may flag fewer than this fraction of the defects drawn onto "
         "held-out normals: a model that flags nothing never goes live.",
     )
-
-    # --- operations --------------------------------------------------------------
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from schemas.manifest import ModelManifest, Normalisation
-from trainer.calibrate import DEFAULT_QUANTILE, calibrate
-from trainer.train import TrainResult
-from worker.model.artifact import save_artifact
+from schemas.manifest import ModelManifest, Normalisation, ReleaseFile
+from trainer.learning.calibrate import DEFAULT_QUANTILE, calibrate
+from trainer.learning.train import TrainResult
+from worker.model.artifact import WEIGHTS_FILE, save_artifact
 from worker.model.backbones import backbone_spec
 
 
@@ -31,7 +31,8 @@ def export(
         backbone=result.config.backbone,
         image_size=result.config.image_size,
         normalisation=Normalisation(mean=spec.mean, std=spec.std),
-        sha256="0" * 64,  # replaced by the real digest when the weights are written
+        # replaced by the real digest when the weights are written
+        files=[ReleaseFile(name=WEIGHTS_FILE, sha256="0" * 64)],
         products=calibrate(result.val_scores, quantile),
         scoring=result.network.scoring,
         training={

@@ -1,7 +1,7 @@
 """The paper's ablation in one run: same data, seed, epochs and teacher for every variant.
 
 (a) STFPM-style baseline: no DCAM, channel CD only.
-(b) the paper's best: channel DCAM + channel CD + spatial KD, at METHOD.md's
+(b) the paper's best: channel DCAM + channel CD + spatial KD, at docs/method.md's
     SGD lr 0.1 with the KD weight 1e-3 chosen before any measurement.
 (b tuned) the same mix with the spatial-KD weight and learning rate chosen by
     `kenpin-trainer sweep` on the tune half of the labelled test images (KD 1e-2,
@@ -20,14 +20,12 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import structlog
 
-from trainer.losses import LossWeights
-from trainer.train import TrainConfig
+from trainer.learning.config import LossWeights, TrainConfig
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +58,9 @@ def run_ablation(
     # variants measured by earlier runs into the same folder stay in the summary
     results = json.loads(summary.read_text()) if summary.is_file() else {}
     for name in variants or list(VARIANTS):
-        config = replace(VARIANTS[name], epochs=epochs, batch_size=batch_size, seed=seed, bf16=bf16)
+        config = VARIANTS[name].model_copy(
+            update=dict(epochs=epochs, batch_size=batch_size, seed=seed, bf16=bf16)
+        )
         if name in KEEP_DCAM:
             results[name] = dcam_kept_at_inference(data_dir, config, out_dir / name)
         else:
@@ -71,10 +71,11 @@ def run_ablation(
 
 def trained_and_evaluated(data_dir: Path, config: TrainConfig, out: Path, name: str) -> dict:
     """Train and export (unless the artifact exists), then evaluate on the test split."""
-    from trainer.evaluate import evaluate_artifact
-    from trainer.export import export
-    from trainer.train import train
-    from worker.model.artifact import MANIFEST_FILE, read_manifest
+    from schemas.object_layout import MANIFEST_FILE
+    from trainer.learning.evaluate import evaluate_artifact
+    from trainer.learning.export import export
+    from trainer.learning.train import train
+    from worker.model.release import read_manifest
 
     artifact = out / "model"
     if not (artifact / MANIFEST_FILE).is_file():
@@ -92,13 +93,13 @@ def dcam_kept_at_inference(data_dir: Path, config: TrainConfig, out: Path) -> di
 
     from safetensors.torch import save_file
 
-    from schemas.manifest import ModelManifest, Normalisation
-    from trainer.calibrate import calibrate
-    from trainer.data import discover, read_images
-    from trainer.dcam import AttendedStudentTeacher
-    from trainer.evaluate import evaluate_model
-    from trainer.train import prepare_splits, train
-    from worker.model.backbones import backbone_spec
+    from schemas.manifest import ModelManifest, Normalisation, ReleaseFile
+    from trainer.learning.calibrate import calibrate
+    from trainer.learning.data import discover, read_images
+    from trainer.learning.dcam import AttendedStudentTeacher
+    from trainer.learning.evaluate import evaluate_model
+    from trainer.learning.train import prepare_splits, train
+    from worker.model.backbones import backbone_spec, sha256_file
     from worker.model.runtime import InspectionModel
 
     result = train(data_dir, config)
@@ -119,7 +120,11 @@ def dcam_kept_at_inference(data_dir: Path, config: TrainConfig, out: Path) -> di
         backbone=config.backbone,
         image_size=config.image_size,
         normalisation=Normalisation(mean=spec.mean, std=spec.std),
-        sha256="0" * 64,
+        # the files written above; the attended pair is judged in memory, not loaded from them
+        files=[
+            ReleaseFile(name=name, sha256=sha256_file(out / name))
+            for name in ("pair.safetensors", "dcam.safetensors")
+        ],
         products={},
         training={**config.as_dict(), "seconds": result.seconds, "best_epoch": result.best_epoch},
     )

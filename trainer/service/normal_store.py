@@ -14,8 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from schemas.frames import CONTENT_TYPE_BY_EXTENSION
-from worker.heatmaps import HEATMAP_PREFIX
-from worker.normals import NORMALS_PREFIX, normal_key
+from schemas.object_layout import (
+    ORIGINAL_INFIX,
+    heatmaps_prefix,
+    normal_key,
+    normals_prefix,
+    parse_dated_key,
+)
 from worker.storage import ObjectStore, StoredObject
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -66,14 +71,14 @@ def take_snapshot(
     """List the normal store and split it; products with too few images are skipped."""
     objects = [
         o
-        for o in store.list(f"{NORMALS_PREFIX}/")
+        for o in store.list(normals_prefix())
         if PurePosixPath(o.key).suffix.lower() in CONTENT_TYPE_BY_EXTENSION
     ]
     by_product: dict[str, list[str]] = {}
     for obj in objects:
-        parts = obj.key.split("/")
-        if len(parts) == 4:  # normals/<product>/<date>/<file>
-            by_product.setdefault(parts[1], []).append(obj.key)
+        parsed = parse_dated_key(obj.key)
+        if parsed is not None:  # normals/<product>/<date>/<file>
+            by_product.setdefault(parsed.group, []).append(obj.key)
     snap = Snapshot(snapshot_id(objects))
     for product, keys in sorted(by_product.items()):
         keys = sorted(keys)[-max_per_product:]  # keys sort by date: the most recent look
@@ -114,8 +119,10 @@ def download(store: ObjectStore, snap: Snapshot, root: Path) -> tuple[Path, dict
 
 def _local_name(key: str) -> str:
     """`normals/p/2024-05-01/f.png` -> `2024-05-01_f.png`: unique, and sorts by date."""
-    _, _, day, name = key.split("/")
-    return f"{day}_{name}"
+    parsed = parse_dated_key(key)
+    if parsed is None:
+        raise ValueError(f"{key}: not the key of a normal sample")
+    return f"{parsed.day}_{parsed.name}"
 
 
 def import_folder(
@@ -153,11 +160,11 @@ def mark_good(
     The original lies beside its heatmap (`heatmaps/<line>/<date>/<id>.original.<ext>`);
     its product is read from the object's metadata unless given.
     """
-    prefix = f"{HEATMAP_PREFIX}/{line}/" if line else f"{HEATMAP_PREFIX}/"
+    prefix = heatmaps_prefix(line)
     originals = [
         o.key
         for o in store.list(prefix)
-        if PurePosixPath(o.key).name.startswith(f"{frame_id}.original.")
+        if PurePosixPath(o.key).name.startswith(f"{frame_id}{ORIGINAL_INFIX}.")
     ]
     if not originals:
         raise FrameNotFound(f"no stored original of frame {frame_id!r} under {prefix}")
@@ -165,7 +172,10 @@ def mark_good(
     product = product or store.metadata(key).get("product")
     if not product:
         raise FrameNotFound(f"{key}: product unknown; pass --product")
-    day = datetime.fromisoformat(key.split("/")[2]).replace(tzinfo=UTC)
+    parsed = parse_dated_key(key)
+    if parsed is None:
+        raise FrameNotFound(f"{key}: not the key of a stored original")
+    day = datetime.fromisoformat(parsed.day).replace(tzinfo=UTC)
     content_type = CONTENT_TYPE_BY_EXTENSION[PurePosixPath(key).suffix.lower()]
     target = normal_key(product, day, frame_id, content_type)
     store.put(target, store.get(key), content_type)

@@ -1,6 +1,7 @@
 """The trainer's keys on the control plane: the retrain stream, outcomes, the lock, history.
 
-Built on `worker.control.ControlPlane` (the one module that opens Redis):
+Built on `worker.control.ControlPlane` (the one module that opens Redis); the
+keys are named in `schemas.redis_keys`, the contract:
 
 - `kenpin:retrain` (stream): one entry per request (who, why, when). Trainers
   read it as the consumer group `kenpin-trainers`, so each request is run by
@@ -29,14 +30,15 @@ from redis.exceptions import LockError, LockNotOwnedError
 
 from schemas.common import utc_now
 from schemas.control import RetrainOutcome, RetrainRequest
+from schemas.redis_keys import (
+    HISTORY_KEY,
+    LOCK_KEY,
+    RETRAIN_STREAM,
+    TRAINER_GROUP,
+    outcome_key,
+    schedule_key,
+)
 from worker.control import ControlPlane
-
-RETRAIN_STREAM = "kenpin:retrain"
-OUTCOME_PREFIX = "kenpin:retrain:outcome:"
-TRAINER_GROUP = "kenpin-trainers"
-LOCK_KEY = "kenpin:trainer:lock"
-HISTORY_KEY = "kenpin:model:history"
-SCHEDULE_PREFIX = "kenpin:trainer:schedule:"
 
 # Renew a trainer's claim on a request only while the trainer still owns it: a plain
 # XCLAIM with min-idle 0 would take the request back from a trainer that took it over.
@@ -78,7 +80,8 @@ class RetrainQueue:
     def request(self, reason: str, who: str, recipe: dict | None = None) -> str:
         """Add a request; returns its id (the stream entry id), already marked queued.
 
-        `recipe` overrides the trainer's recipe for this run (keys: schemas.control.RECIPE_KEYS).
+        `recipe` overrides the trainer's recipe for this run (keys:
+        trainer.learning.config.REQUEST_KEYS).
         """
         entry = RetrainRequest(who=who, reason=reason, when=utc_now(), recipe=recipe or {})
         request_id = self.redis.xadd(self.stream, {"request": entry.model_dump_json()}).decode()
@@ -87,7 +90,7 @@ class RetrainQueue:
 
     def request_once(self, slot: str, reason: str, who: str) -> str | None:
         """A request unless one was already made for `slot` (schedules of several trainers)."""
-        marker = self.control.key(f"{SCHEDULE_PREFIX}{slot}")
+        marker = self.control.key(schedule_key(slot))
         if not self.redis.set(marker, who, nx=True, px=self.outcome_ttl_ms):
             return None
         return self.request(reason, who)
@@ -157,13 +160,13 @@ class RetrainQueue:
 
     def record(self, outcome: RetrainOutcome) -> None:
         self.redis.set(
-            self.control.key(f"{OUTCOME_PREFIX}{outcome.request_id}"),
+            self.control.key(outcome_key(outcome.request_id)),
             outcome.model_dump_json(),
             px=self.outcome_ttl_ms,
         )
 
     def outcome(self, request_id: str) -> RetrainOutcome | None:
-        raw = self.redis.get(self.control.key(f"{OUTCOME_PREFIX}{request_id}"))
+        raw = self.redis.get(self.control.key(outcome_key(request_id)))
         return None if raw is None else RetrainOutcome.model_validate_json(raw)
 
 

@@ -1,6 +1,6 @@
 """DCAM: distributed convolutional attention on the student's feature maps (training only).
 
-One CBAM-style block per pyramid scale (METHOD.md). The blocks reweight the
+One CBAM-style block per pyramid scale (docs/method.md). The blocks reweight the
 student's channels and/or pixels before the distillation loss, so the student can
 spend its capacity on what matters for each product instead of compromising
 between products ("cross-class interference"). At inference they are dropped.
@@ -8,14 +8,11 @@ between products ("cross-class interference"). At inference they are dropped.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
+from trainer.learning.config import AttentionKind
 from worker.model.network import StudentTeacher
-
-AttentionKind = Literal["none", "channel", "spatial", "both"]
 
 
 class ChannelAttention(nn.Module):
@@ -75,7 +72,7 @@ class DCAM(nn.Module):
 class AttendedStudentTeacher(StudentTeacher):
     """The pair with DCAM KEPT at inference: the map compares teacher and attended student.
 
-    An experiment for the ablation (METHOD.md leaves open whether keeping the
+    An experiment for the ablation (docs/method.md leaves open whether keeping the
     blocks helps); the worker serves plain pairs, so this lives with training.
     """
 

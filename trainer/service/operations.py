@@ -1,0 +1,163 @@
+"""The operator's commands of `kenpin-trainer` that talk to the control plane and the bucket.
+
+One function per command (`trainer.cli` registers each with its parser); each
+reads the `KENPIN_*` settings and connects to Redis and S3 when it runs, so the
+command line's help needs neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from trainer.service.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from schemas.manifest import ModelManifest
+    from worker.control import ControlPlane
+    from worker.storage import ObjectStore
+
+_FINAL = {"released", "refused", "failed"}
+
+
+@dataclass
+class Plane:
+    """What every operator command works with: the settings, Redis and the bucket."""
+
+    settings: TrainerSettings
+    control: ControlPlane
+    store: ObjectStore
+
+
+def connect() -> Plane:
+    """Settings from the environment, logging configured by them, the two clients."""
+    from worker.control import ControlPlane
+    from worker.logs import configure_logging
+    from worker.storage import ObjectStore
+
+    settings = TrainerSettings()
+    configure_logging(settings.log_format, settings.log_level)
+    control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
+    return Plane(settings, control, ObjectStore.from_settings(settings))
+
+
+def serve(args: argparse.Namespace) -> int:
+    from trainer.service.retrain import RetrainService
+
+    plane = connect()
+    plane.store.ensure_bucket()
+    service = RetrainService(plane.settings, plane.control, plane.store)
+    signal.signal(signal.SIGTERM, service.stop)
+    signal.signal(signal.SIGINT, service.stop)
+    service.serve()
+    return 0
+
+
+def retrain(args: argparse.Namespace) -> int:
+    from trainer.service.retrain_queue import RetrainQueue
+
+    plane = connect()
+    who = args.who or f"{getpass.getuser()}@{socket.gethostname()}"
+    queue = RetrainQueue(plane.control, plane.settings.outcome_ttl_s)
+    print(queue.request(args.reason, who, args.recipe))
+    return 0
+
+
+def retrain_status(args: argparse.Namespace) -> int:
+    from trainer.service.retrain_queue import RetrainQueue
+
+    plane = connect()
+    queue = RetrainQueue(plane.control, plane.settings.outcome_ttl_s)
+    deadline = time.monotonic() + args.wait
+    outcome = queue.outcome(args.request_id)
+    while outcome is not None and outcome.status not in _FINAL and time.monotonic() < deadline:
+        time.sleep(1.0)
+        outcome = queue.outcome(args.request_id)
+    if outcome is None:
+        print(f"no retrain request {args.request_id}")
+        return 1
+    print(outcome.model_dump_json(indent=2))
+    return 0 if outcome.status in {"released", "queued", "running"} else 3
+
+
+def import_normals(args: argparse.Namespace) -> int:
+    from trainer import normal_store
+
+    plane = connect()
+    plane.store.ensure_bucket()
+    keys = normal_store.import_folder(plane.store, args.product, args.folder)
+    print(f"imported {len(keys)} normals of {args.product}")
+    return 0 if keys else 1
+
+
+def mark_good(args: argparse.Namespace) -> int:
+    from trainer import normal_store
+
+    plane = connect()
+    try:
+        key = normal_store.mark_good(
+            plane.store, args.frame_id, product=args.product, line=args.line
+        )
+    except normal_store.FrameNotFound as exc:
+        print(exc)
+        return 1
+    print(f"filed {args.frame_id} as {key}")
+    return 0
+
+
+def release_list(args: argparse.Namespace) -> int:
+    from trainer import releases
+
+    plane = connect()
+    try:
+        for entry in releases.list_releases(plane.store, plane.control):
+            m = entry.manifest
+            mark = "*" if entry.current else " "
+            print(
+                f"{mark} {m.version}  created {m.created:%Y-%m-%d %H:%M}  "
+                f"parent {m.parent_version or '-'}  products {','.join(m.products)}"
+            )
+    except releases.ReleaseError as exc:
+        print(exc)
+        return 1
+    return 0
+
+
+def release_activate(args: argparse.Namespace) -> int:
+    from trainer import releases
+
+    plane = connect()
+    return _now_current(lambda: releases.activate(plane.store, plane.control, args.version))
+
+
+def release_rollback(args: argparse.Namespace) -> int:
+    from trainer import releases
+
+    plane = connect()
+    return _now_current(lambda: releases.rollback(plane.store, plane.control))
+
+
+def _now_current(make_current: Callable[[], ModelManifest]) -> int:
+    from trainer import releases
+
+    try:
+        manifest = make_current()
+    except releases.ReleaseError as exc:
+        print(exc)
+        return 1
+    print(f"current release: {manifest.version}")
+    return 0
+
+
+def workers(args: argparse.Namespace) -> int:
+    plane = connect()
+    for beat in plane.control.heartbeats():
+        print(json.dumps(beat.model_dump(mode="json")))
+    return 0
