@@ -1,7 +1,7 @@
 """Free ports, detached server processes, and stopping them again.
 
 ``up`` and ``down`` may run in different Python processes, so a server is
-identified by what the state file records (pid and executable), not by a
+identified by what the state file records (pid and start time), not by a
 ``Popen`` object. Every server gets its own session (``start_new_session``) so
 it survives the shell or test process that started it and can be signalled as
 a process group.
@@ -17,8 +17,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
 
 __all__ = [
     "ServerProcess",
@@ -85,20 +87,29 @@ class ServerProcess:
     pid: int
     executable: str
     log: str
+    started: float | None = None  # seconds after boot; None in older state files
 
     def to_json(self) -> dict[str, object]:
         """A JSON-able form for the state file."""
-        return {"name": self.name, "pid": self.pid, "executable": self.executable, "log": self.log}
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> ServerProcess:
         """Inverse of :meth:`to_json`."""
+        started = data.get("started")
         return cls(
             name=str(data["name"]),
             pid=int(str(data["pid"])),
             executable=str(data["executable"]),
             log=str(data["log"]),
+            started=None if started is None else float(str(started)),
         )
+
+
+def _since_boot(proc: psutil.Process) -> float:
+    """When *proc* started, in seconds after boot: unlike ``create_time()`` (wall
+    clock), not moved by clock changes between ``up`` and a later ``down``."""
+    return proc.create_time() - psutil.boot_time()
 
 
 def spawn(
@@ -124,78 +135,79 @@ def spawn(
     # The Popen object is dropped on purpose: the server must outlive this
     # process. Mark it as already waited-for so that its finaliser does not warn.
     proc.returncode = 0
-    return ServerProcess(name=name, pid=proc.pid, executable=str(argv[0]), log=str(log))
+    started = round(_since_boot(psutil.Process(proc.pid)), 2)
+    return ServerProcess(name, proc.pid, str(argv[0]), str(log), started)
 
 
-def _reap(pid: int) -> None:
-    """Collect *pid* if it is our exited child, so it stops looking alive as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state from /proc (``None`` if gone or not on Linux)."""
+def _exited(proc: psutil.Process) -> bool:
+    """True once *proc* has exited; a zombie counts, and is reaped if it is our child."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        if not proc.is_running():  # gone, or its pid now belongs to another process
+            return True
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+        proc.wait(timeout=0)
+    except psutil.Error:  # gone meanwhile, or (TimeoutExpired) a zombie its parent reaps
+        pass
+    return True
+
+
+def _process(server: ServerProcess) -> psutil.Process | None:
+    """The recorded server's process while it runs; None once it exited or its pid was reused."""
+    try:
+        proc = psutil.Process(server.pid)
+        if server.started is not None:
+            # Not exact: boot_time() is whole seconds and may tick over between reads.
+            same = abs(_since_boot(proc) - server.started) < 1.5
+        else:  # no start time recorded: compare the executable (Redis rewrites its argv)
+            same = proc.exe() == os.path.realpath(server.executable)
+    except psutil.Error:  # gone, a zombie (exe) or not ours to inspect
         return None
-    # The command name is in parentheses and may itself contain spaces.
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _same_program(server: ServerProcess) -> bool:
-    """Guard against pid reuse: the pid must still run the recorded executable.
-
-    Compares the resolved ``/proc/<pid>/exe`` with the resolved executable, not
-    the command line: Redis rewrites its argv into a process title.
-    """
-    proc = Path(f"/proc/{server.pid}")
-    if not Path("/proc/self").exists():
-        return True  # no /proc (not Linux): trust the pid
-    try:
-        running = os.path.realpath(proc / "exe")
-    except OSError:
-        return proc.exists()  # unreadable exe link: trust a pid that exists
-    return running.removesuffix(" (deleted)") == os.path.realpath(server.executable)
+    return proc if same and not _exited(proc) else None
 
 
 def is_alive(server: ServerProcess) -> bool:
     """True while the recorded server still runs (zombies count as dead)."""
-    _reap(server.pid)
-    try:
-        os.kill(server.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # the pid belongs to someone else now
-    if _proc_state(server.pid) in {"Z", "X"}:
-        return False
-    return _same_program(server)
+    return _process(server) is not None
 
 
-def _signal_group(server: ServerProcess, sig: signal.Signals) -> None:
+def _signal_group(proc: psutil.Process, sig: signal.Signals) -> None:
     """Signal the server's process group (it leads its own session), else the pid."""
     try:
-        os.killpg(server.pid, sig)
+        os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(server.pid, sig)
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def _wait_exited(proc: psutil.Process, timeout_s: float) -> bool:
+    """Poll until *proc* has exited; False if it still runs after *timeout_s*.
+
+    Not ``psutil.wait_procs``: it waits for the reaping, and servers left by
+    ``kenpin-stack up`` are reaped by init, seconds later or (some containers) never.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not _exited(proc):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def stop(server: ServerProcess, grace_s: float) -> bool:
-    """SIGTERM, then SIGKILL after *grace_s*; returns True if it had to be killed."""
-    if not is_alive(server):
+    """SIGTERM the server's process group, SIGKILL after *grace_s* (at once if 0).
+
+    Returns True if it had to be killed.
+    """
+    proc = _process(server)
+    if proc is None:
         return False
-    _signal_group(server, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not is_alive(server):
+    if grace_s > 0:
+        _signal_group(proc, signal.SIGTERM)
+        if _wait_exited(proc, grace_s):
             return False
-        time.sleep(0.1)
-    _signal_group(server, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and is_alive(server):
-        time.sleep(0.05)
+    _signal_group(proc, signal.SIGKILL)
+    _wait_exited(proc, 5.0)
     return True
 
 
