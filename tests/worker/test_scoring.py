@@ -70,3 +70,18 @@ def test_a_manifest_without_scoring_loads_with_the_published_defaults():
     }
     loaded = ModelManifest.model_validate_json(json.dumps(manifest))
     assert loaded.scoring == Scoring()
+
+
+def test_plus_unpooled_adds_the_plain_map_to_the_pooled_one():
+    """Interpolation and smoothing are linear: the map is the sum of the two maps."""
+    gen = torch.Generator().manual_seed(0)
+    teacher = [torch.randn(2, 8, 16, 16, generator=gen) for _ in range(3)]
+    student = [torch.randn(2, 8, 16, 16, generator=gen) for _ in range(3)]
+
+    def map_of(scoring: Scoring) -> torch.Tensor:
+        return anomaly_map(teacher, student, (64, 64), 4.0, scoring)
+
+    plain, pooled = Scoring(scales=(2,)), Scoring(scales=(2,), feature_pool=3)
+    both = Scoring(scales=(2,), feature_pool=3, plus_unpooled=True)
+    torch.testing.assert_close(map_of(both), map_of(plain) + map_of(pooled))
+    assert both.label == "s2 pool3+1 max"
