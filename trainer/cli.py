@@ -132,9 +132,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if config.backbone not in BACKBONES:
         raise UsageError(f"unknown backbone {config.backbone!r}; one of {sorted(BACKBONES)}")
     from trainer.learning.export import export
-    from trainer.learning.train import train
+    from trainer.learning.learners import fit
 
-    result = train(args.data, config)
+    result = fit(args.data, config)
     manifest = export(result, args.out, quantile=args.threshold_quantile)
     files = ", ".join(f"{f.name} sha256 {f.sha256}" for f in manifest.files)
     print(f"wrote {args.out} version {manifest.version}: {files}")

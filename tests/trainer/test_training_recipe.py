@@ -62,13 +62,22 @@ def test_a_request_may_not_change_what_the_deployment_decides():
 def test_the_manifests_record_of_a_config_keeps_its_shape():
     recorded = TrainConfig(losses=LossWeights(spatial_kd=0.01)).as_dict()
     assert list(recorded) == [
-        "backbone", "teacher_weights", "image_size", "epochs", "batch_size", "lr",
-        "momentum", "weight_decay", "dcam", "losses", "val_fraction", "seed", "bf16",
+        "architecture", "backbone", "teacher_weights", "image_size", "epochs", "batch_size",
+        "lr", "momentum", "weight_decay", "dcam", "losses", "val_fraction", "seed", "bf16",
         "checkpoint", "denoise_fraction", "device", "scoring",
     ]  # fmt: skip
+    assert recorded["architecture"] == "student_teacher"
     assert recorded["losses"]["spatial_kd"] == 0.01
-    assert recorded["scoring"] == {"scales": [0, 1, 2], "feature_pool": 1, "top_fraction": 0.0}
+    assert recorded["scoring"] == {
+        "scales": [0, 1, 2], "feature_pool": 1, "top_fraction": 0.0, "plus_unpooled": False
+    }  # fmt: skip
     assert TrainConfig.model_validate(recorded) == TrainConfig(losses=LossWeights(spatial_kd=0.01))
+
+
+def test_a_record_written_before_architecture_and_plus_unpooled_still_reads():
+    recorded = TrainConfig().as_dict()
+    del recorded["architecture"], recorded["scoring"]["plus_unpooled"]
+    assert TrainConfig.model_validate(recorded) == TrainConfig()
 
 
 def test_a_config_is_frozen_and_copied_with_changes():

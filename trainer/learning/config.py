@@ -67,6 +67,11 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    architecture: str = Field(
+        default="student_teacher",
+        description="Registered architecture to train and serve (worker.model.registry for "
+        "serving, trainer.learning.learners for training).",
+    )
     backbone: str = Field(
         default="efficientnet_lite0",
         description="Feature extractor of teacher and student (a name in "
@@ -172,8 +177,8 @@ def _nested(name: str) -> type[BaseModel]:
 RECIPE_FIELDS: dict[str, FieldInfo] = flat_fields(RECIPE_EXPANDED)
 
 #: What the trainer's deployment decides and a retrain request may not change: the
-#: model family, a weights file on the trainer's disk, its hardware.
-DEPLOYMENT_FIELDS = frozenset({"backbone", "teacher_weights", "device"})
+#: architecture and model family, a weights file on the trainer's disk, its hardware.
+DEPLOYMENT_FIELDS = frozenset({"architecture", "backbone", "teacher_weights", "device"})
 
 #: What a retrain request's `recipe` may override, for its run only.
 REQUEST_KEYS: tuple[str, ...] = tuple(k for k in RECIPE_FIELDS if k not in DEPLOYMENT_FIELDS)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from schemas.manifest import ModelManifest, Normalisation, ReleaseFile
+from schemas.manifest import ModelManifest, ReleaseFile
 from trainer.learning.calibrate import DEFAULT_QUANTILE, calibrate
 from trainer.learning.train import TrainResult
 from worker.model.artifact import WEIGHTS_FILE, save_artifact
-from worker.model.backbones import backbone_spec
 
 
 def new_version(now: datetime | None = None) -> str:
@@ -24,17 +23,16 @@ def export(
     quantile: float = DEFAULT_QUANTILE,
     parent_version: str | None = None,
 ) -> ModelManifest:
-    spec = backbone_spec(result.config.backbone)
     manifest = ModelManifest(
         version=version or new_version(),
         created=datetime.now(UTC),
-        backbone=result.config.backbone,
+        architecture=result.config.architecture,
         image_size=result.config.image_size,
-        normalisation=Normalisation(mean=spec.mean, std=spec.std),
+        **result.manifest_fields,  # what the architecture records about itself
         # replaced by the real digest when the weights are written
         files=[ReleaseFile(name=WEIGHTS_FILE, sha256="0" * 64)],
         products=calibrate(result.val_scores, quantile),
-        scoring=result.network.scoring,
+        scoring=result.config.scoring,
         training={
             **result.config.as_dict(),
             "best_epoch": result.best_epoch,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -50,6 +51,8 @@ class TrainResult:
     seconds: float
     data: dict
     dcam: DCAM | None = None  # the trained attention blocks (None: no DCAM)
+    # what the architecture records about itself in the manifest (backbone, normalisation)
+    manifest_fields: dict[str, Any] = field(default_factory=dict)
 
 
 EpochHook = Callable[[dict, StudentTeacher, DCAM], None]
@@ -261,4 +264,5 @@ def train(
         seconds=time.perf_counter() - started,
         data=data,
         dcam=dcam.eval() if config.dcam != "none" else None,
+        manifest_fields=network.manifest_fields(),
     )

@@ -5,7 +5,8 @@ One run, each stage timed and recorded in the request's outcome:
 1. snapshot: list the normal store, hash the keys (the snapshot id), split
    into training and held-out normals;
 2. download: the snapshot into a scratch folder in MVTec layout;
-3. train: `trainer.learning.train` on the training normals;
+3. train: the learner of the recipe's architecture (`trainer.learning.learners`) on the
+   training normals;
 4. calibrate: thresholds per product from the validation split, exported as an
    artifact (`trainer.learning.export`) with the snapshot id and the parent release;
 5. evaluate: candidate and current release on held-out normals and labelled
@@ -39,7 +40,8 @@ from schemas.control import RetrainOutcome
 from schemas.object_layout import release_prefix
 from trainer.learning.config import RECIPE_FIELDS, RecipeError, TrainConfig, recipe_config
 from trainer.learning.export import export, new_version
-from trainer.learning.train import TrainResult, train
+from trainer.learning.learners import fit
+from trainer.learning.train import TrainResult
 from trainer.service.gate import Floors, GateImages, decide, labelled_anomalies, measure
 from trainer.service.normal_store import download, take_snapshot
 from trainer.service.releases import publish
@@ -80,7 +82,7 @@ class RetrainService:
         settings: TrainerSettings,
         control: ControlPlane | None = None,
         store: ObjectStore | None = None,
-        train_fn: TrainFunction = train,
+        train_fn: TrainFunction = fit,
     ) -> None:
         self.settings = settings
         self.control = control or ControlPlane.from_url(settings.redis_url, settings.control_prefix)

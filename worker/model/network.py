@@ -75,6 +75,14 @@ class StudentTeacher(nn.Module):
         """A new pair: ImageNet teacher (verified weights), random student."""
         return cls(backbone, teacher=build_teacher(backbone, teacher_weights))
 
+    def manifest_fields(self) -> dict[str, object]:
+        """What a release of this network records about it: backbone and normalisation."""
+        spec = backbone_spec(self.backbone)
+        return {
+            "backbone": self.backbone,
+            "normalisation": Normalisation(mean=spec.mean, std=spec.std),
+        }
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last)
