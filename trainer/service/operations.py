@@ -88,7 +88,7 @@ def retrain_status(args: argparse.Namespace) -> int:
 
 
 def import_normals(args: argparse.Namespace) -> int:
-    from trainer import normal_store
+    from trainer.service import normal_store
 
     plane = connect()
     plane.store.ensure_bucket()
@@ -98,7 +98,7 @@ def import_normals(args: argparse.Namespace) -> int:
 
 
 def mark_good(args: argparse.Namespace) -> int:
-    from trainer import normal_store
+    from trainer.service import normal_store
 
     plane = connect()
     try:
@@ -113,7 +113,7 @@ def mark_good(args: argparse.Namespace) -> int:
 
 
 def release_list(args: argparse.Namespace) -> int:
-    from trainer import releases
+    from trainer.service import releases
 
     plane = connect()
     try:
@@ -131,21 +131,21 @@ def release_list(args: argparse.Namespace) -> int:
 
 
 def release_activate(args: argparse.Namespace) -> int:
-    from trainer import releases
+    from trainer.service import releases
 
     plane = connect()
     return _now_current(lambda: releases.activate(plane.store, plane.control, args.version))
 
 
 def release_rollback(args: argparse.Namespace) -> int:
-    from trainer import releases
+    from trainer.service import releases
 
     plane = connect()
     return _now_current(lambda: releases.rollback(plane.store, plane.control))
 
 
 def _now_current(make_current: Callable[[], ModelManifest]) -> int:
-    from trainer import releases
+    from trainer.service import releases
 
     try:
         manifest = make_current()
