@@ -19,38 +19,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from trainer.learning.config import TrainConfig
 from trainer.learning.train import TrainResult, train
+from worker.model.registry import Named
 
 Learner = Callable[[Path, TrainConfig, bool], TrainResult]
-L = TypeVar("L", bound=Learner)
 
-_LEARNERS: dict[str, Learner] = {"student_teacher": train}
+_LEARNERS: Named[Learner] = Named("learner of")
+_LEARNERS.register("student_teacher")(train)
 
 
 class UnknownLearner(LookupError):
     """The config names an architecture no learner is registered for."""
 
 
-def register_learner(name: str) -> Callable[[L], L]:
+def register_learner(name: str) -> Callable[[Learner], Learner]:
     """Decorator: `learner(data_dir, config, progress) -> TrainResult` trains `name`."""
-
-    def decorator(learner: L) -> L:
-        known = _LEARNERS.get(name)
-        if known is not None and known is not learner:
-            raise ValueError(f"a learner for {name!r} is already registered ({known!r})")
-        _LEARNERS[name] = learner
-        return learner
-
-    return decorator
+    return _LEARNERS.register(name)
 
 
 def unregister_learner(name: str) -> None:
     """Forget the learner of `name` (a test's own, once it is done)."""
     if name != "student_teacher":
-        _LEARNERS.pop(name, None)
+        _LEARNERS.unregister(name)
 
 
 def fit(data_dir: Path, config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -58,6 +50,6 @@ def fit(data_dir: Path, config: TrainConfig, progress: bool = True) -> TrainResu
     learner = _LEARNERS.get(config.architecture)
     if learner is None:
         raise UnknownLearner(
-            f"no learner for architecture {config.architecture!r}; known: {sorted(_LEARNERS)}"
+            f"no learner for architecture {config.architecture!r}; known: {_LEARNERS.names()}"
         )
     return learner(Path(data_dir), config, progress)

@@ -23,47 +23,69 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from torch import nn
 
 from schemas.manifest import ModelManifest
 
 Builder = Callable[[ModelManifest], nn.Module]
-B = TypeVar("B", bound=Builder)
+F = TypeVar("F", bound=Callable)
 
 #: Modules whose import registers kenpin's own architectures.
 BUILTIN_MODULES = ("worker.model.network",)
 
-_BUILDERS: dict[str, Builder] = {}
+
+class Named(Generic[F]):
+    """Functions by name, each registered once: the builders here, the trainer's learners."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._functions: dict[str, F] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        """Decorator: `function` serves `name`; a second, different one is an error."""
+
+        def decorator(function: F) -> F:
+            known = self._functions.get(name)
+            if known is not None and known is not function:
+                raise ValueError(f"{self.kind} {name!r} is already registered ({known!r})")
+            self._functions[name] = function
+            return function
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        self._functions.pop(name, None)
+
+    def get(self, name: str) -> F | None:
+        return self._functions.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._functions)
+
+
+_BUILDERS: Named[Builder] = Named("architecture")
 
 
 class UnknownArchitecture(LookupError):
     """The manifest names an architecture no builder is registered for."""
 
 
-def register(name: str) -> Callable[[B], B]:
+def register(name: str) -> Callable[[Builder], Builder]:
     """Decorator: `builder(manifest) -> nn.Module` builds the architecture `name`."""
-
-    def decorator(builder: B) -> B:
-        known = _BUILDERS.get(name)
-        if known is not None and known is not builder:
-            raise ValueError(f"architecture {name!r} is already registered ({known!r})")
-        _BUILDERS[name] = builder
-        return builder
-
-    return decorator
+    return _BUILDERS.register(name)
 
 
 def unregister(name: str) -> None:
     """Forget architecture `name` (a test's own, once it is done)."""
-    _BUILDERS.pop(name, None)
+    _BUILDERS.unregister(name)
 
 
 def architectures() -> list[str]:
     """The names `build` knows, sorted."""
     _load_builtins()
-    return sorted(_BUILDERS)
+    return _BUILDERS.names()
 
 
 def build(manifest: ModelManifest) -> nn.Module:
@@ -75,7 +97,7 @@ def build(manifest: ModelManifest) -> nn.Module:
     builder = _BUILDERS.get(manifest.architecture)
     if builder is None:
         raise UnknownArchitecture(
-            f"architecture {manifest.architecture!r} is not one of {sorted(_BUILDERS)}"
+            f"architecture {manifest.architecture!r} is not one of {_BUILDERS.names()}"
         )
     return builder(manifest)
 
