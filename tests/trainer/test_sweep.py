@@ -32,3 +32,26 @@ def test_sweep_scores_every_epoch_and_resumes_from_its_journal(synthetic_data, t
     assert again == rows  # nothing retrained: every trial is complete in the journal
     assert "a_stfpm" in format_sweep(rows)
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    for trial in trials:  # each trial's kept checkpoint is an artifact
+        assert (tmp_path / trial / "model" / "manifest.json").is_file()
+
+
+def test_cosine_schedule_decays_the_rate_to_one_percent_at_the_last_step():
+    import torch
+
+    from trainer.learning.config import TrainConfig
+    from trainer.learning.train import learning_rate_schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    for kind, last in (("constant", 0.1), ("cosine", 0.001)):
+        optimiser = torch.optim.SGD([param], lr=0.1)
+        config = TrainConfig(lr=0.1, epochs=3, lr_schedule=kind)
+        schedule = learning_rate_schedule(optimiser, config, steps_per_epoch=4)
+        rates = []
+        for _ in range(12):
+            rates.append(optimiser.param_groups[0]["lr"])
+            optimiser.step()
+            schedule.step()
+        assert rates[0] == 0.1
+        assert abs(optimiser.param_groups[0]["lr"] - last) < 1e-9
+        assert rates == sorted(rates, reverse=True)

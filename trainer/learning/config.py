@@ -84,6 +84,11 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=50, ge=0, description="Passes over the training normals.")
     batch_size: int = Field(default=16, ge=1, description="Images per SGD step.")
     lr: float = Field(default=0.1, gt=0, description="SGD learning rate.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="Learning rate over the run: constant, or cosine decay from lr to "
+        "1 % of it at the last step (the curve stops oscillating between epochs).",
+    )
     momentum: float = Field(default=0.9, ge=0, description="SGD momentum.")
     weight_decay: float = Field(default=1e-4, ge=0, description="SGD weight decay.")
     dcam: AttentionKind = Field(

@@ -103,6 +103,17 @@ def _batch(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).to(device, non_blocking=True)
 
 
+def learning_rate_schedule(
+    optimiser: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: constant, or cosine from `lr` down to 1 % of it at the last step."""
+    if config.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimiser, T_max=max(1, config.epochs * steps_per_epoch), eta_min=0.01 * config.lr
+    )
+
+
 def prepare_splits(products: list[Product], config: TrainConfig) -> list[Split]:
     return [
         Split(p.name, *split_normals(p.normals, config.val_fraction, config.seed)) for p in products
@@ -157,13 +168,14 @@ def train(
     optimiser = torch.optim.SGD(
         params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
+    n = len(train_images)
+    steps = max(1, (n + config.batch_size - 1) // config.batch_size)
+    schedule = learning_rate_schedule(optimiser, config, steps)
     shuffler = np.random.default_rng(config.seed)
     drawer = np.random.default_rng(config.seed + 1)  # defects for the denoising student
     best_state, best_epoch, best_val, best_rank = None, -1, float("inf"), float("inf")
     best_scores: dict[str, np.ndarray] = {}
     history: list[dict] = []
-    n = len(train_images)
-    steps = max(1, (n + config.batch_size - 1) // config.batch_size)
 
     for epoch in range(1, config.epochs + 1):
         network.student.train()
@@ -190,6 +202,7 @@ def train(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            schedule.step()
             for k, v in terms.items():
                 running[k] = running.get(k, 0.0) + v
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")

@@ -22,6 +22,7 @@ from trainer.learning.config import LossWeights, TrainConfig
 from trainer.learning.data import TEST_PARTS, TestImage, discover, read_rgb, split_test
 from trainer.learning.dcam import DCAM
 from trainer.learning.detection_metrics import auroc
+from trainer.learning.export import export
 from trainer.learning.plots import sweep_figure
 from trainer.learning.train import student_scores, teacher_pyramid, train
 from worker.model.anomaly_map import score_pyramids
@@ -62,6 +63,16 @@ TRIALS: dict[str, TrainConfig] = {
     "b_denoise0.5": PAPER.model_copy(update=dict(denoise_fraction=0.5)),
     "b_hard0.1_denoise0.5": PAPER.model_copy(
         update=dict(denoise_fraction=0.5, losses=LossWeights(hard_fraction=0.1))
+    ),
+    # the candidate default: the above with a decaying rate, scored at stride 16 with
+    # 3 x 3 averaged features plus the plain ones, top 1 % mean
+    "b_hard0.1_denoise0.5_cos": PAPER.model_copy(
+        update=dict(
+            denoise_fraction=0.5,
+            lr_schedule="cosine",
+            losses=LossWeights(hard_fraction=0.1),
+            scoring=Scoring(scales=(2,), feature_pool=3, plus_unpooled=True, top_fraction=0.01),
+        )
     ),
 }
 
@@ -201,7 +212,9 @@ def run_sweep(
             )
 
         log.info("sweep trial", trial=name, config=config.as_dict())
-        train(data_dir, config, on_epoch=on_epoch)
+        result = train(data_dir, config, on_epoch=on_epoch)
+        # the trial's kept checkpoint, as an artifact `kenpin-trainer eval` can score
+        export(result, out_dir / name / "model")
     sweep_figure({name: done[name] for name in trials if done.get(name)}, out_dir / "sweep.png")
     return done
 
