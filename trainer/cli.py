@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from trainer.learning.evaluate import evaluate_artifact, format_table
+    from trainer.learning.evaluate import evaluate_artifact, format_defects, format_table
 
     report = evaluate_artifact(
         args.model,
@@ -154,6 +154,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(format_table({"model": report}))
+    print("\nper defect: image AUROC / AU-PRO / recall at the threshold (%)")
+    print(format_defects({"model": report}))
     return 0
 
 

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from trainer.learning.detection_metrics import au_pro, auroc, precision_recall
+from trainer.learning.detection_metrics import (
+    au_pro,
+    auroc,
+    precision_recall,
+    recall_at_false_alarms,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -66,3 +71,15 @@ def test_precision_recall_at_threshold():
     assert pr["precision"] == pytest.approx(2 / 3)
     assert pr["recall"] == pytest.approx(2 / 3)
     assert pr["false_alarm_rate"] == pytest.approx(0.5)
+
+
+def test_recall_at_false_alarms_hand_worked_case():
+    # 50 normals scored 0..49, anomalies at 10, 47.5, 48.5, 60: at most 2 % of 50 = 1
+    # normal may be flagged, so the threshold is the second-highest normal, 48
+    labels = np.r_[np.zeros(50, bool), np.ones(4, bool)]
+    scores = np.r_[np.arange(50.0), [10.0, 47.5, 48.5, 60.0]]
+    result = recall_at_false_alarms(labels, scores, 0.02)
+    assert result["threshold"] == 48.0
+    assert result["recall"] == 0.5  # 48.5 and 60
+    assert result["false_alarm_rate"] == 0.02  # only 49
+    assert recall_at_false_alarms(labels, scores, 0.0)["recall"] == 0.25  # above 49: only 60

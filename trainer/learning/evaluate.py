@@ -11,7 +11,12 @@ import structlog
 from tqdm import tqdm
 
 from trainer.learning.data import Product, discover, read_mask, read_rgb
-from trainer.learning.detection_metrics import au_pro, auroc, precision_recall
+from trainer.learning.detection_metrics import (
+    au_pro,
+    auroc,
+    precision_recall,
+    recall_at_false_alarms,
+)
 from worker.model.release import load_model
 from worker.model.runtime import InspectionModel
 
@@ -57,6 +62,7 @@ def product_metrics(
         "image_auroc": auroc(labels, scores),
         "pixel_auroc": auroc(masks, maps),
         "au_pro": au_pro(masks, maps),
+        "at_2pct_false_alarms": recall_at_false_alarms(labels, scores, 0.02),
         "per_defect": {},
     }
     good = defects == "good"
@@ -68,6 +74,8 @@ def product_metrics(
         }
         if masks[defects == defect].any():
             entry["au_pro"] = au_pro(masks[pick], maps[pick])
+        if threshold is not None:
+            entry["recall"] = float((scores[defects == defect] > threshold).mean())
         metrics["per_defect"][defect] = entry
     if threshold is not None:
         metrics["threshold"] = threshold
@@ -136,27 +144,31 @@ def evaluate_model(
 def format_table(reports: dict[str, dict]) -> str:
     """A Markdown table: one row per (run, product) and one for the mean, in percent."""
     lines = [
-        "| run | product | image AUROC | pixel AUROC | AU-PRO | precision | recall |",
-        "|---|---|---|---|---|---|---|",
+        "| run | product | image AUROC | pixel AUROC | AU-PRO | precision | recall "
+        "| false alarms | recall at 2 % false alarms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run, report in reports.items():
         for product, m in report["products"].items():
             at = m.get("at_threshold", {})
+            oracle = m.get("at_2pct_false_alarms", {})
             lines.append(
                 f"| {run} | {product} | {100 * m['image_auroc']:.1f} | {100 * m['pixel_auroc']:.1f}"
                 f" | {100 * m['au_pro']:.1f} | {100 * at.get('precision', float('nan')):.1f}"
-                f" | {100 * at.get('recall', float('nan')):.1f} |"
+                f" | {100 * at.get('recall', float('nan')):.1f}"
+                f" | {100 * at.get('false_alarm_rate', float('nan')):.1f}"
+                f" | {100 * oracle.get('recall', float('nan')):.1f} |"
             )
         mean = report["mean"]
         lines.append(
             f"| {run} | **mean** | {100 * mean['image_auroc']:.1f} | "
-            f"{100 * mean['pixel_auroc']:.1f} | {100 * mean['au_pro']:.1f} | | |"
+            f"{100 * mean['pixel_auroc']:.1f} | {100 * mean['au_pro']:.1f} | | | | |"
         )
     return "\n".join(lines)
 
 
 def format_defects(reports: dict[str, dict]) -> str:
-    """Image AUROC / AU-PRO per defect type, one column per run."""
+    """Image AUROC / AU-PRO / recall at the threshold per defect type, one column per run."""
     runs = list(reports)
     lines = ["| product | defect | " + " | ".join(runs) + " |", "|---|---|" + "---|" * len(runs)]
     first = reports[runs[0]]["products"]
@@ -167,6 +179,7 @@ def format_defects(reports: dict[str, dict]) -> str:
                 d = reports[run]["products"][product]["per_defect"][defect]
                 cells.append(
                     f"{100 * d['image_auroc']:.1f} / {100 * d.get('au_pro', float('nan')):.1f}"
+                    f" / {100 * d.get('recall', float('nan')):.0f}"
                 )
             lines.append(f"| {product} | {defect} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
