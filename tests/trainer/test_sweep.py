@@ -34,6 +34,7 @@ def test_sweep_scores_every_epoch_and_resumes_from_its_journal(synthetic_data, t
     assert (tmp_path / "sweep.png").stat().st_size > 0
     for trial in trials:  # each trial's kept checkpoint is an artifact
         assert (tmp_path / trial / "model" / "manifest.json").is_file()
+        assert (tmp_path / trial / "epochs.png").stat().st_size > 0
 
 
 def test_cosine_schedule_decays_the_rate_to_one_percent_at_the_last_step():

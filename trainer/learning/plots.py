@@ -96,3 +96,32 @@ def sweep_figure(rows: dict[str, list[dict]], path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def epochs_figure(history: list[dict], path: Path, title: str) -> Path:
+    """One trial: each product's image AUROC per epoch on the tune half (holdout dotted),
+    the held-out normals' mean map on a second axis, and the epoch the authors' rule
+    (lowest mean map) keeps marked, so that the rule can be judged against the labels."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    epochs = [r["epoch"] for r in history]
+    products = sorted({k.split("/")[0] for k in history[0] if k.endswith("/tune")} - {"mean"})
+    for product in products:
+        (line,) = ax.plot(
+            epochs, [100 * r[f"{product}/tune"] for r in history], marker="o", label=product
+        )
+        ax.plot(
+            epochs, [100 * r[f"{product}/holdout"] for r in history], ":", color=line.get_color()
+        )
+    kept = min(history, key=lambda r: r["val_mean_map"])
+    ax.axvline(kept["epoch"], color="grey", ls="--", lw=1)
+    ax.annotate(f"kept: epoch {kept['epoch']}", (kept["epoch"], ax.get_ylim()[0]), fontsize=7)
+    ax.set(xlabel="epoch", ylabel="image AUROC (%)", title=title)
+    ax.grid(alpha=0.3)
+    other = ax.twinx()
+    other.plot(epochs, [r["val_mean_map"] for r in history], color="black", alpha=0.4, lw=1)
+    other.set_ylabel("held-out normals: mean map", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -23,7 +23,7 @@ from trainer.learning.data import TEST_PARTS, TestImage, discover, read_rgb, spl
 from trainer.learning.dcam import DCAM
 from trainer.learning.detection_metrics import auroc
 from trainer.learning.export import export
-from trainer.learning.plots import sweep_figure
+from trainer.learning.plots import epochs_figure, sweep_figure
 from trainer.learning.train import student_scores, teacher_pyramid, train
 from worker.model.anomaly_map import score_pyramids
 from worker.model.network import StudentTeacher
@@ -216,6 +216,14 @@ def run_sweep(
         # the trial's kept checkpoint, as an artifact `kenpin-trainer eval` can score
         export(result, out_dir / name / "model")
     sweep_figure({name: done[name] for name in trials if done.get(name)}, out_dir / "sweep.png")
+    for name in trials:
+        if done.get(name):
+            (out_dir / name).mkdir(exist_ok=True)
+            epochs_figure(
+                done[name],
+                out_dir / name / "epochs.png",
+                f"{name}: tune (solid), holdout (dotted)",
+            )
     return done
 
 
