@@ -63,7 +63,7 @@ def test_the_manifests_record_of_a_config_keeps_its_shape():
     recorded = TrainConfig(losses=LossWeights(spatial_kd=0.01)).as_dict()
     assert list(recorded) == [
         "architecture", "backbone", "teacher_weights", "image_size", "epochs", "batch_size",
-        "lr", "momentum", "weight_decay", "dcam", "losses", "val_fraction", "seed", "bf16",
+        "lr", "lr_schedule", "momentum", "weight_decay", "dcam", "losses", "val_fraction", "seed", "bf16",
         "checkpoint", "denoise_fraction", "device", "scoring",
     ]  # fmt: skip
     assert recorded["architecture"] == "student_teacher"
