@@ -45,15 +45,16 @@ def test_every_field_of_the_config_has_a_flag_and_the_defaults_are_the_configs()
 def test_flags_set_nested_loss_weights_and_scoring():
     args = _parse(
         "train", "--data", "d", "--out", "o",
-        "--epochs", "3", "--spatial-kd", "0.01", "--hard-fraction", "0.1",
+        "--epochs", "3", "--spatial-kd", "0.01", "--hard-fraction", "0.2",
         "--scales", "2,1", "--feature-pool", "3", "--bf16", "--dcam", "both",
-        "--teacher-weights", "w.pth", "--denoise-fraction", "0.5",
+        "--teacher-weights", "w.pth", "--denoise-fraction", "0.25", "--no-plus-unpooled",
+        "--top-fraction", "0",
     )  # fmt: skip
     config = cli._config(args)
     assert config.epochs == 3 and config.bf16 and config.dcam == "both"
-    assert config.losses == LossWeights(spatial_kd=0.01, hard_fraction=0.1)
+    assert config.losses == LossWeights(spatial_kd=0.01, hard_fraction=0.2)
     assert config.scoring == Scoring(scales=(1, 2), feature_pool=3)
-    assert config.teacher_weights == "w.pth" and config.denoise_fraction == 0.5
+    assert config.teacher_weights == "w.pth" and config.denoise_fraction == 0.25
 
 
 def test_an_invalid_value_is_a_usage_error(capsys):

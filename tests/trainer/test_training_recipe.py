@@ -6,6 +6,7 @@ from pydantic import ValidationError
 from schemas.manifest import Scoring
 from trainer.learning.config import (
     DEPLOYMENT_FIELDS,
+    PAPER,
     RECIPE_FIELDS,
     REQUEST_KEYS,
     LossWeights,
@@ -63,25 +64,25 @@ def test_the_manifests_record_of_a_config_keeps_its_shape():
     recorded = TrainConfig(losses=LossWeights(spatial_kd=0.01)).as_dict()
     assert list(recorded) == [
         "architecture", "backbone", "teacher_weights", "image_size", "epochs", "batch_size",
-        "lr", "lr_schedule", "momentum", "weight_decay", "dcam", "losses", "val_fraction", "seed", "bf16",
-        "checkpoint", "denoise_fraction", "device", "scoring",
+        "lr", "lr_schedule", "momentum", "weight_decay", "dcam", "losses", "val_fraction",
+        "seed", "bf16", "checkpoint", "denoise_fraction", "device", "scoring",
     ]  # fmt: skip
     assert recorded["architecture"] == "student_teacher"
     assert recorded["losses"]["spatial_kd"] == 0.01
     assert recorded["scoring"] == {
-        "scales": [0, 1, 2], "feature_pool": 1, "top_fraction": 0.0, "plus_unpooled": False
+        "scales": [2], "feature_pool": 3, "top_fraction": 0.01, "plus_unpooled": True
     }  # fmt: skip
     assert TrainConfig.model_validate(recorded) == TrainConfig(losses=LossWeights(spatial_kd=0.01))
 
 
 def test_a_record_written_before_architecture_and_plus_unpooled_still_reads():
-    recorded = TrainConfig().as_dict()
+    recorded = PAPER.as_dict()
     del recorded["architecture"], recorded["scoring"]["plus_unpooled"]
-    assert TrainConfig.model_validate(recorded) == TrainConfig()
+    assert TrainConfig.model_validate(recorded) == PAPER
 
 
 def test_a_config_is_frozen_and_copied_with_changes():
     config = TrainConfig()
     with pytest.raises(ValidationError):
         config.epochs = 3
-    assert config.model_copy(update={"epochs": 3}).epochs == 3 and config.epochs == 50
+    assert config.model_copy(update={"epochs": 3}).epochs == 3 and config.epochs == 12

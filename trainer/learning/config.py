@@ -17,6 +17,7 @@ No torch here: the command line's help and the settings import this module.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
@@ -32,6 +33,13 @@ AttentionKind = Literal["none", "channel", "spatial", "both"]
 
 #: Normal-score quantile that becomes a product's threshold (trainer/learning/calibrate.py).
 DEFAULT_QUANTILE = 0.99
+
+
+#: kenpin's default scoring: the stride-16 map alone (the finer scales add texture noise),
+#: the cosine of 3 x 3 averaged features plus that of the plain ones, and the image score
+#: the mean of the top 1 % of the map. Releases without a scoring use the paper's
+#: (`Scoring()`: scales summed, plain features, max).
+DEFAULT_SCORING = Scoring(scales=(2,), feature_pool=3, plus_unpooled=True, top_fraction=0.01)
 
 
 class LossWeights(BaseModel):
@@ -52,7 +60,7 @@ class LossWeights(BaseModel):
     channel_kd: float = Field(default=0.0, ge=0, description="Weight of channel KD.")
     temperature: float = Field(default=4.0, gt=0, description="Softmax temperature of the KDs.")
     hard_fraction: float = Field(
-        default=0.0,
+        default=0.1,
         ge=0,
         le=1,
         description="Train channel CD on this largest fraction of pixel distances only (0: all).",
@@ -81,11 +89,11 @@ class TrainConfig(BaseModel):
         default=None, description="ImageNet weights file of the teacher (resnet18 needs one)."
     )
     image_size: int = Field(default=256, ge=32, description="Side of the square input, pixels.")
-    epochs: int = Field(default=50, ge=0, description="Passes over the training normals.")
+    epochs: int = Field(default=12, ge=0, description="Passes over the training normals.")
     batch_size: int = Field(default=16, ge=1, description="Images per SGD step.")
     lr: float = Field(default=0.1, gt=0, description="SGD learning rate.")
     lr_schedule: Literal["constant", "cosine"] = Field(
-        default="constant",
+        default="cosine",
         description="Learning rate over the run: constant, or cosine decay from lr to "
         "1 % of it at the last step (the curve stops oscillating between epochs).",
     )
@@ -114,7 +122,7 @@ class TrainConfig(BaseModel):
         "(trainer/learning/synthetic_anomalies.py); both are measured every epoch.",
     )
     denoise_fraction: float = Field(
-        default=0.0,
+        default=0.5,
         ge=0,
         le=1,
         description="Denoising student: this fraction of training images is shown to the "
@@ -126,7 +134,7 @@ class TrainConfig(BaseModel):
         default="auto", description="Where training runs; auto: CUDA when present, else the CPU."
     )
     scoring: Scoring = Field(
-        default_factory=Scoring,
+        default_factory=lambda: DEFAULT_SCORING,
         description="How maps and image scores are made (shipped in the manifest, used for "
         'calibration); JSON in a setting or a recipe: {"scales": [1, 2], "feature_pool": 3, '
         '"top_fraction": 0.01}.',
@@ -137,6 +145,21 @@ class TrainConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
+#: The paper's loss weights as published: channel CD + spatial KD on every pixel.
+PAPER_LOSSES = LossWeights(hard_fraction=0.0)
+#: The paper's recipe as published (docs/method.md): plain distillation at a constant
+#: rate for 50 epochs, scales summed, max of the map. The ablation and the sweep's
+#: trials start from it, so that kenpin's default can move on without changing what
+#: they measure.
+PAPER = TrainConfig(
+    epochs=50,
+    lr_schedule="constant",
+    denoise_fraction=0.0,
+    losses=PAPER_LOSSES,
+    scoring=Scoring(),
+)
+
+
 #: The fields of the nested models that `kenpin-trainer train` sets one by one.
 CLI_EXPANDED = ("losses", "scoring")
 #: ... and those of the trainer's recipe (settings, retrain requests): scoring is one value.
@@ -144,15 +167,34 @@ RECIPE_EXPANDED = ("losses",)
 
 
 def flat_fields(expand: Collection[str] = RECIPE_EXPANDED) -> dict[str, FieldInfo]:
-    """TrainConfig's fields by name, those of the nested models in `expand` in their place."""
+    """TrainConfig's fields by name, those of the nested models in `expand` in their place.
+
+    A nested field defaults to its value in TrainConfig's default (kenpin's default
+    scoring is not `Scoring()`, the paper's), so that unset flat values make `TrainConfig()`.
+    """
     fields: dict[str, FieldInfo] = {}
     for name, info in TrainConfig.model_fields.items():
-        inner = _nested(name).model_fields.items() if name in expand else [(name, info)]
+        if name in expand:
+            default = info.get_default(call_default_factory=True)
+            inner = [
+                (inner_name, _with_default(inner_info, getattr(default, inner_name)))
+                for inner_name, inner_info in _nested(name).model_fields.items()
+            ]
+        else:
+            inner = [(name, info)]
         for inner_name, inner_info in inner:
             if inner_name in fields:
                 raise TypeError(f"{inner_name} is declared twice in TrainConfig's flat view")
             fields[inner_name] = inner_info
     return fields
+
+
+def _with_default(info: FieldInfo, default: Any) -> FieldInfo:
+    if info.default == default and info.default_factory is None:
+        return info
+    changed = copy.copy(info)
+    changed.default, changed.default_factory = default, None
+    return changed
 
 
 def from_flat(values: Mapping[str, Any], expand: Collection[str] = RECIPE_EXPANDED) -> TrainConfig:

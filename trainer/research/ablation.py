@@ -25,21 +25,27 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from trainer.learning.config import LossWeights, TrainConfig
+from trainer.learning.config import PAPER, PAPER_LOSSES, TrainConfig
 
 log = structlog.get_logger(__name__)
 
+
+def _paper(**changes: object) -> TrainConfig:
+    """The paper's recipe with `changes`; `spatial_kd` changes the loss weights."""
+    losses = PAPER_LOSSES
+    if "spatial_kd" in changes:
+        losses = losses.model_copy(update={"spatial_kd": changes.pop("spatial_kd")})
+    return PAPER.model_copy(update={**changes, "losses": losses})
+
+
+#: The paper's variants (its ablation), each from the paper's recipe as published.
 VARIANTS: dict[str, TrainConfig] = {
-    "a_stfpm": TrainConfig(dcam="none", losses=LossWeights(spatial_kd=0.0)),
-    "b_channel_dcam_cd_kd": TrainConfig(dcam="channel", losses=LossWeights()),
-    "c_cbam_dcam_cd_kd": TrainConfig(dcam="both", losses=LossWeights()),
-    "b_tuned_kd1e-2_lr0.03": TrainConfig(
-        dcam="channel", lr=0.03, losses=LossWeights(spatial_kd=1e-2)
-    ),
-    "c_tuned_cbam_kd1e-2_lr0.03": TrainConfig(
-        dcam="both", lr=0.03, losses=LossWeights(spatial_kd=1e-2)
-    ),
-    "d_channel_dcam_kept_at_inference": TrainConfig(dcam="channel", losses=LossWeights()),
+    "a_stfpm": _paper(dcam="none", spatial_kd=0.0),
+    "b_channel_dcam_cd_kd": _paper(dcam="channel"),
+    "c_cbam_dcam_cd_kd": _paper(dcam="both"),
+    "b_tuned_kd1e-2_lr0.03": _paper(dcam="channel", lr=0.03, spatial_kd=1e-2),
+    "c_tuned_cbam_kd1e-2_lr0.03": _paper(dcam="both", lr=0.03, spatial_kd=1e-2),
+    "d_channel_dcam_kept_at_inference": _paper(dcam="channel"),
 }
 KEEP_DCAM = {"d_channel_dcam_kept_at_inference"}
 
