@@ -103,6 +103,7 @@ def prepare_release(
             expected=manifest,
             device=settings.device,
             precision=settings.precision,
+            runtime=settings.runtime,
         )
         smoke_test(model)
         model.warm_up(settings.max_batch)

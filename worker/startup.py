@@ -175,7 +175,9 @@ def load_local_model(settings: WorkerSettings, store: ObjectStore | None = None)
         store = store or ObjectStore.from_settings(settings)
         log.info("fetching model", key=settings.model_s3_key, into=str(path))
         fetch_release(store, settings.model_s3_key, path)
-    model = load_model(path, device=settings.device, precision=settings.precision)
+    model = load_model(
+        path, device=settings.device, precision=settings.precision, runtime=settings.runtime
+    )
     model.warm_up(settings.max_batch)
     return model
 

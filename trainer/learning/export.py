@@ -1,14 +1,33 @@
-"""Turn a training result into a servable artifact: weights + manifest, no pickle."""
+"""Turn a training result into a servable artifact: weights, ONNX export, manifest; no pickle.
+
+The ONNX export (`network.onnx`) is made here, once, when the release is made, and
+ships inside it with its sha256 like the weights: a worker configured for
+onnxruntime or openvino never compiles or downloads anything else. An export
+that cannot be made or that does not judge the smoke frames as the network does
+is left out, with a warning: the release still serves with torch, and the
+release gate (`trainer.service.retrain`) checks the export on real images again.
+"""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
+
+import structlog
+from torch import nn
 
 from schemas.manifest import ModelManifest, ReleaseFile
 from trainer.learning.calibrate import DEFAULT_QUANTILE, calibrate
 from trainer.learning.train import TrainResult
-from worker.model.artifact import WEIGHTS_FILE, save_artifact
+from worker.model.artifact import WEIGHTS_FILE, save_artifact, write_manifest
+from worker.model.backbones import sha256_file
+from worker.model.parity import check_parity, smoke_frames
+from worker.model.runtime import InspectionModel
+from worker.model.runtimes import ONNX_FILE, open_export
+from worker.model.runtimes.onnx_export import export_onnx
+
+log = structlog.get_logger(__name__)
 
 
 def new_version(now: datetime | None = None) -> str:
@@ -22,7 +41,13 @@ def export(
     version: str | None = None,
     quantile: float = DEFAULT_QUANTILE,
     parent_version: str | None = None,
+    onnx: bool = False,
 ) -> ModelManifest:
+    """Write the artifact of `result` into `out_dir`; with `onnx`, its ONNX export too.
+
+    Releases are made with `onnx` (`trainer.service.retrain`, `kenpin-trainer train`);
+    studies (sweep, ablation) need only the weights.
+    """
     manifest = ModelManifest(
         version=version or new_version(),
         created=datetime.now(UTC),
@@ -44,4 +69,35 @@ def export(
         data=result.data,
         parent_version=parent_version,
     )
-    return save_artifact(result.network, manifest, Path(out_dir))
+    manifest = save_artifact(result.network, manifest, Path(out_dir))
+    return add_onnx_export(result.network, manifest, Path(out_dir)) if onnx else manifest
+
+
+def add_onnx_export(network: nn.Module, manifest: ModelManifest, out_dir: Path) -> ModelManifest:
+    """Write `network.onnx` beside the weights and list it in the manifest, if it is faithful.
+
+    Checked with ONNX Runtime on the worker's smoke frames before it is listed;
+    returns the manifest as written (unchanged when the export is left out).
+    """
+    path = Path(out_dir) / ONNX_FILE
+    served = copy.deepcopy(network).cpu().float().eval()
+    try:
+        export_onnx(served, manifest.image_size, path)
+        reference = InspectionModel(served, manifest, device="cpu")
+        compiled = InspectionModel(
+            served, manifest, device="cpu", engine=open_export("onnxruntime", path, device="cpu")
+        )
+        report = check_parity(reference, compiled, smoke_frames(manifest.image_size))
+    except Exception as exc:  # an architecture the exporter cannot trace
+        path.unlink(missing_ok=True)
+        log.warning("onnx export failed; release serves with torch only", error=repr(exc))
+        return manifest
+    if not report.ok:
+        path.unlink(missing_ok=True)
+        log.warning("onnx export left out: not faithful", parity=report.summary())
+        return manifest
+    files = [f for f in manifest.files if f.name != ONNX_FILE]
+    files.append(ReleaseFile(name=ONNX_FILE, sha256=sha256_file(path)))
+    manifest = manifest.model_copy(update={"files": files})
+    write_manifest(Path(out_dir), manifest)
+    return manifest

@@ -29,6 +29,7 @@ import numpy as np
 from trainer.learning.data import list_images, read_rgb
 from trainer.learning.detection_metrics import auroc
 from trainer.learning.synthetic_anomalies import make_anomalies
+from worker.model.parity import check_export
 from worker.model.runtime import InspectionModel
 
 
@@ -108,6 +109,34 @@ def measure(model: InspectionModel, images: GateImages) -> dict:
             entry["recall"] = float((anomaly_scores > threshold).mean())
         products[product] = entry
     return {"version": model.version, "products": products, **_pooled(products, products)}
+
+
+def export_disagreements(
+    model: InspectionModel,
+    artifact: Path,
+    images: GateImages,
+    runtimes: list[str],
+    per_product: int = 16,
+) -> list[str]:
+    """Reasons to refuse a release whose ONNX export judges differently from the network.
+
+    Each runtime runs the export on held-out normals and labelled anomalies (up to
+    `per_product` of each per product), at the product's threshold; every
+    disagreement is a reason (`worker.model.parity`).
+    """
+    frames, products = [], []
+    for product in sorted(images.normals):
+        if model.threshold(product) is None:
+            continue
+        paths = images.normals[product][:per_product]
+        paths += images.anomalies.get(product, [])[:per_product]
+        frames += [read_rgb(p, model.image_size) for p in paths]
+        products += [product] * len(paths)
+    reasons = []
+    for report in check_export(model, artifact, frames, products, runtimes):
+        if not report.ok:
+            reasons.append(f"export fails parity: {report.summary()}")
+    return reasons
 
 
 def _pooled(products: dict[str, dict], among: dict | set) -> dict:

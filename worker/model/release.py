@@ -11,11 +11,21 @@ benchmarks.
 2. `load_network`: every file's sha256 against the manifest, the tensors read
    as safetensors, the network of the manifest's `architecture` built
    (`worker.model.registry`) and the tensors loaded into it, strictly;
-3. `load_model` / `fetch_model`: the same, as an `InspectionModel` on a device.
+3. `load_model` / `fetch_model`: the same, as an `InspectionModel` on a device,
+   run by the configured runtime (`worker.model.runtimes`): torch, or the
+   release's ONNX export through ONNX Runtime or OpenVINO once it has judged a
+   fixed set of frames as torch fp32 does (`worker.model.parity`).
 
 Safetensors files hold only tensors, so loading a release can never execute
 code: pickle (`torch.load`) is never called, not even with `weights_only=True`.
-A file that is not safetensors is refused, whatever its name says.
+A file that is not safetensors is refused, whatever its name says, except the
+ONNX export (`network.onnx`), a protobuf graph that only a runtime reads.
+
+A release without an export is served by torch whatever the runtime setting (a
+warning says so): older releases and trainers without export keep working. A
+release whose export does not load, or judges differently from torch fp32, is
+refused (`PARITY_FAILED`): serving it with torch instead would hide a broken
+release behind a slower worker.
 
 Anything wrong raises `ReleaseRefused`, whose `reason` (a `RefusalReason`) is
 the label of `kenpin_releases_refused_total{reason}`, the reason in /readyz and
@@ -29,6 +39,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+import structlog
 from pydantic import ValidationError
 from safetensors.torch import load_file
 from torch import nn
@@ -37,7 +48,11 @@ from schemas.manifest import ModelManifest
 from schemas.object_layout import MANIFEST_FILE
 from worker.model import registry
 from worker.model.backbones import sha256_file
+from worker.model.parity import check_parity, smoke_frames
 from worker.model.runtime import InspectionModel
+from worker.model.runtimes import EXPORT_FILES, ONNX_FILE, check_choice, open_export
+
+log = structlog.get_logger(__name__)
 
 
 class RefusalReason(StrEnum):
@@ -59,6 +74,8 @@ class RefusalReason(StrEnum):
     INVALID_ARTIFACT = "invalid_artifact"
     #: The loaded model judged a smoke batch wrongly (`worker.hot_swap.smoke_test`).
     SMOKE_FAILED = "smoke_failed"
+    #: The release's export (`network.onnx`) judged differently from torch fp32.
+    PARITY_FAILED = "parity_failed"
     #: Anything unforeseen while preparing a release.
     LOAD_FAILED = "load_failed"
 
@@ -161,6 +178,8 @@ def load_network(path: Path) -> tuple[nn.Module, ModelManifest]:
     manifest = read_manifest(path)
     state: dict = {}
     for file in verify_files(folder, manifest):
+        if file.name in EXPORT_FILES:
+            continue  # verified above; read by a runtime (`load_model`), never as tensors
         try:
             tensors = load_file(str(file), device="cpu")
         except Exception as exc:  # safetensors raises its own error types for foreign formats
@@ -189,10 +208,45 @@ def load_network(path: Path) -> tuple[nn.Module, ModelManifest]:
     return network.eval(), manifest
 
 
-def load_model(path: Path, device: str = "auto", precision: str = "fp32") -> InspectionModel:
-    """A verified artifact folder as a model ready to serve on `device` (not warmed up)."""
+def load_model(
+    path: Path, device: str = "auto", precision: str = "fp32", runtime: str = "torch"
+) -> InspectionModel:
+    """A verified artifact folder as a model ready to serve on `device` (not warmed up).
+
+    With `runtime` onnxruntime or openvino, the release's export runs it, once it
+    passed the parity check; a release without an export is served by torch.
+    """
+    check_choice(runtime, precision)
     network, manifest = load_network(path)
-    return InspectionModel(network, manifest, device=device, precision=precision)
+    if runtime == "torch":
+        return InspectionModel(network, manifest, device=device, precision=precision)
+    if ONNX_FILE not in {file.name for file in manifest.files}:
+        log.warning(
+            "release has no export, serving it with torch",
+            version=manifest.version,
+            runtime=runtime,
+            file=ONNX_FILE,
+        )
+        return InspectionModel(network, manifest, device=device, precision=precision)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        engine = open_export(runtime, folder / ONNX_FILE, precision, device)
+    except Exception as exc:  # the runtime's own parse/compile errors
+        raise ReleaseRefused(
+            RefusalReason.INVALID_ARTIFACT, f"{folder / ONNX_FILE}: {runtime} cannot load it: {exc}"
+        ) from exc
+    reference = InspectionModel(network, manifest, device="cpu", precision="fp32")
+    model = InspectionModel(network, manifest, device=device, precision=precision, engine=engine)
+    try:
+        report = check_parity(reference, model, smoke_frames(manifest.image_size))
+    except Exception as exc:  # wrong output names, shapes, a graph for another size
+        raise ReleaseRefused(
+            RefusalReason.PARITY_FAILED, f"{runtime} could not judge the smoke frames: {exc}"
+        ) from exc
+    if not report.ok:
+        raise ReleaseRefused(RefusalReason.PARITY_FAILED, report.summary())
+    log.info("export passed parity", version=manifest.version, parity=report.summary())
+    return model
 
 
 def fetch_model(
@@ -203,10 +257,11 @@ def fetch_model(
     expected: ModelManifest | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    runtime: str = "torch",
 ) -> InspectionModel:
     """`fetch_release` then `load_model`: a release from the bucket, verified, on `device`."""
     fetch_release(store, prefix, into, expected)
-    return load_model(into, device=device, precision=precision)
+    return load_model(into, device=device, precision=precision, runtime=runtime)
 
 
 def _get(store: ObjectReader, key: str) -> bytes:

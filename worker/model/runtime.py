@@ -8,7 +8,6 @@ architecture); this module only serves it.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +17,8 @@ from torch import nn
 
 from schemas.manifest import ModelManifest
 from worker.model.images import fit_to_size
+from worker.model.runtimes import Engine
+from worker.model.runtimes.torch_engine import TorchEngine
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,7 +41,11 @@ class InspectionModel:
     """A network ready to serve: on its device, in eval mode, with its manifest.
 
     The network takes a (N, 3, S, S) batch of RGB pixels in [0, 255] and returns
-    anomaly maps (N, S, S) and image scores (N,): every architecture does.
+    anomaly maps (N, S, S) and image scores (N,): every architecture does. It is
+    run by `engine` (`worker.model.runtimes`): by default torch on `device` at
+    `precision`; a compiled export when the release ships one and the worker is
+    configured for it (`worker.model.release.load_model`). `network` stays the
+    torch network either way.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class InspectionModel:
         manifest: ModelManifest,
         device: str = "auto",
         precision: str = "fp32",
+        engine: Engine | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
@@ -57,6 +63,10 @@ class InspectionModel:
         self.precision = precision
         self.network = network.to(self.device).eval()
         self.network.to(memory_format=torch.channels_last)
+        self.engine: Engine = engine or TorchEngine(
+            self.network, self.device, precision, manifest.image_size
+        )
+        self.runtime = self.engine.runtime
 
     @property
     def version(self) -> str:
@@ -74,19 +84,10 @@ class InspectionModel:
         """Resize an RGB uint8 frame to the model's input size (done in the decode threads)."""
         return fit_to_size(image, self.image_size)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
     def judge(self, frames: Sequence[np.ndarray]) -> Judgement:
         """Score a batch of prepared (S, S, 3) uint8 RGB frames in ONE forward pass."""
-        batch = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
-        batch = batch.permute(0, 3, 1, 2)
-        with torch.inference_mode(), self._autocast():
-            maps, scores = self.network(batch)
-        return Judgement(scores=scores.float().cpu().numpy(), maps=maps.float().cpu().numpy())
+        scores, maps = self.engine(np.stack(frames))
+        return Judgement(scores=scores, maps=maps)
 
     def scores(self, frames: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
         """Image scores (N,) of any number of prepared frames, `batch` per forward pass."""

@@ -1,0 +1,86 @@
+"""The torch runtime's batch path, and the runtime setting's fallbacks and refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from timm.layers import Conv2dSame
+
+from schemas.manifest import ModelManifest, ProductThreshold, ReleaseFile
+from worker.model.artifact import save_artifact
+from worker.model.network import StudentTeacher
+from worker.model.release import load_model
+from worker.model.runtime import InspectionModel
+from worker.model.runtimes.folding import serving_copy
+from worker.settings import WorkerSettings
+
+SIZE = 64
+
+
+def manifest() -> ModelManifest:
+    return ModelManifest(
+        version="runtimes",
+        created=datetime.now(UTC),
+        backbone="efficientnet_lite0",
+        image_size=SIZE,
+        files=[ReleaseFile(name="model.safetensors", sha256="0" * 64)],
+        products={"any": ProductThreshold(threshold=1.0, rule="test", normal_scores=0)},
+    )
+
+
+def trained_looking() -> StudentTeacher:
+    """A pair whose batch norms are not the identity, as after training."""
+    torch.manual_seed(0)
+    network = StudentTeacher("efficientnet_lite0")
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return network.eval()
+
+
+def frames(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return list(rng.integers(0, 256, (count, SIZE, SIZE, 3), dtype=np.uint8))
+
+
+def test_batch_16_scores_equal_batch_1_scores():
+    model = InspectionModel(trained_looking(), manifest(), device="cpu")
+    batch = frames(16)
+    together = model.judge(batch)
+    alone = [model.judge([frame]) for frame in batch]
+    np.testing.assert_allclose(together.scores, [j.scores[0] for j in alone], rtol=1e-5)
+    np.testing.assert_allclose(together.maps, [j.maps[0] for j in alone], rtol=1e-4, atol=1e-5)
+
+
+def test_the_served_copy_scores_as_the_network_does():
+    """Batch norms folded, same-padding made static: equal up to float rounding."""
+    network = trained_looking()
+    x = torch.from_numpy(np.stack(frames(3))).permute(0, 3, 1, 2).float()
+    folded = serving_copy(network, x[:1])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not any(isinstance(m, Conv2dSame) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # untouched
+    with torch.inference_mode():
+        (maps, scores), (folded_maps, folded_scores) = network(x), folded(x)
+    torch.testing.assert_close(folded_scores, scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(folded_maps, maps, rtol=1e-4, atol=1e-5)
+
+
+def test_a_release_without_export_is_served_by_torch(tmp_path):
+    save_artifact(trained_looking(), manifest(), tmp_path)
+    model = load_model(tmp_path, device="cpu", runtime="onnxruntime")
+    assert model.runtime == "torch"
+    assert model.judge(frames(2)).scores.shape == (2,)
+
+
+def test_a_runtime_is_refused_at_a_precision_it_does_not_run():
+    with pytest.raises(ValidationError, match="openvino runs at"):
+        WorkerSettings(runtime="openvino", precision="fp16")
+    assert WorkerSettings(runtime="openvino", precision="bf16").runtime == "openvino"
