@@ -24,7 +24,7 @@ shown.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from schemas.frames import EXTENSION_BY_CONTENT_TYPE
 
@@ -101,6 +101,32 @@ class DatedKey(NamedTuple):
     group: str  # the line (heatmaps) or the product (normals)
     day: str  # YYYY-MM-DD
     name: str
+
+
+#: What a stored frame-derived object is, for retention: each kind has its own.
+ObjectKind = Literal["heatmap", "original", "normal"]
+#: The top-level prefix each kind lives under.
+KIND_PREFIXES: dict[str, str] = {
+    "heatmap": f"{HEATMAP_PREFIX}/",
+    "original": f"{HEATMAP_PREFIX}/",
+    "normal": f"{NORMALS_PREFIX}/",
+}
+
+
+def object_kind(key: str) -> ObjectKind | None:
+    """The retention kind of a key: a heatmap, the original beside it, a normal; else None.
+
+    Heatmaps and originals share a folder, so S3 lifecycle rules tell them apart by
+    an object tag carrying this kind, not by prefix.
+    """
+    dated = parse_dated_key(key)
+    if dated is None:
+        return None
+    if dated.prefix == NORMALS_PREFIX:
+        return "normal"
+    if dated.prefix == HEATMAP_PREFIX:
+        return "original" if ORIGINAL_INFIX in dated.name else "heatmap"
+    return None
 
 
 def parse_dated_key(key: str) -> DatedKey | None:

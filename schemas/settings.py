@@ -15,9 +15,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The prefix of every environment variable kenpin reads.
@@ -43,6 +51,19 @@ class PlaneSettings(BaseSettings):
     control_prefix: str = Field(
         default="", description="Prefix of every kenpin Redis key (several plants on one Redis)."
     )
+    redis_password: SecretStr = Field(
+        default=SecretStr(""),
+        description="Password of Redis (AUTH / requirepass); empty: none, or the one in "
+        "redis_url. Give it in one place only.",
+    )
+    redis_tls: bool = Field(
+        default=False,
+        description="Reach Redis over TLS (as a rediss:// URL does); the server's certificate "
+        "is verified against redis_ca_file, else the system's CAs.",
+    )
+    redis_ca_file: FilePath | None = Field(
+        default=None, description="PEM bundle of the CA(s) that signed Redis's certificate."
+    )
 
     # --- blobs: S3 ---------------------------------------------------------------
     s3_endpoint: str = Field(default="localhost:9000", description="host:port, no scheme.")
@@ -50,6 +71,11 @@ class PlaneSettings(BaseSettings):
     s3_secret_key: SecretStr = SecretStr("")
     s3_bucket: str = "kenpin"
     s3_secure: bool = Field(default=False, description="Use HTTPS to reach S3.")
+    s3_ca_file: FilePath | None = Field(
+        default=None,
+        description="PEM bundle of the CA(s) that signed the S3 server's certificate "
+        "(with s3_secure); default: SSL_CERT_FILE, else certifi's bundle.",
+    )
 
     # --- compute -----------------------------------------------------------------
     device: Device = Field(
@@ -77,6 +103,20 @@ class PlaneSettings(BaseSettings):
                 f"give host:port without a scheme; set {ENV_PREFIX}S3_SECURE for https"
             )
         return value
+
+    @model_validator(mode="after")
+    def _redis_password_once(self) -> Self:
+        # Two passwords would leave which one is used to the client library's precedence.
+        if self.redis_password.get_secret_value() and urlsplit(self.redis_url).password:
+            raise ValueError(
+                f"redis_url holds a password and {ENV_PREFIX}REDIS_PASSWORD is set: give one"
+            )
+        return self
+
+    @property
+    def redis_uses_tls(self) -> bool:
+        """TLS to Redis: asked for by the setting or by a rediss:// URL."""
+        return self.redis_tls or self.redis_url.startswith("rediss://")
 
 
 def env_name(field: str) -> str:
@@ -135,3 +175,16 @@ def _without_environment(model: type[BaseSettings]) -> type[BaseSettings]:
 
     Given.__name__ = Given.__qualname__ = model.__name__
     return Given
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """A settings error in one line, by environment variable: what a CLI prints at start.
+
+    pydantic's own message spans lines and names fields, not the variables an
+    operator sets.
+    """
+    problems = []
+    for error in exc.errors():
+        where = env_name(str(error["loc"][0])) if error["loc"] else "settings"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)

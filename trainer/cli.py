@@ -135,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer.learning.learners import fit
 
     result = fit(args.data, config)
-    manifest = export(result, args.out, quantile=args.threshold_quantile)
+    manifest = export(result, args.out, quantile=args.threshold_quantile, onnx=True)
     files = ", ".join(f"{f.name} sha256 {f.sha256}" for f in manifest.files)
     print(f"wrote {args.out} version {manifest.version}: {files}")
     for product, entry in manifest.products.items():
@@ -206,7 +206,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from trainer.research.benchmark import run_benchmark
 
-    run_benchmark(args.model, args.batch or [1, 16], args.seconds)
+    run_benchmark(
+        args.model,
+        args.batch or [1, 16],
+        args.seconds,
+        runtimes=args.runtime,
+        rounds=args.rounds,
+        device=args.device,
+        json_path=args.json,
+    )
     return 0
 
 
@@ -263,6 +271,15 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="artifact (default: a fresh untrained pair)")
     p.add_argument("--batch", type=int, action="append", help="batch sizes (default 1 and 16)")
     p.add_argument("--seconds", type=float, default=10.0, help="time per measurement")
+    p.add_argument(
+        "--runtime",
+        action="append",
+        help="runtime[:precision], repeatable, all measured in one run: torch, onnxruntime, "
+        "openvino (GPU: torch-compile, torch-cudagraphs); default torch fp32 and bf16",
+    )
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds (best is shown)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.set_defaults(run=cmd_bench)
 
 
@@ -311,6 +328,13 @@ def _control_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("workers", help="live workers and the release each one serves")
     p.set_defaults(run=operations.workers)
+
+    p = sub.add_parser(
+        "lifecycle",
+        help="set the bucket's retention rules (heatmaps, originals, normals) from the "
+        "KENPIN_*_RETENTION_DAYS settings; `serve` also sets them at start",
+    )
+    p.set_defaults(run=operations.lifecycle)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,15 +30,34 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="partitions of the line's frame topic, if this camera is the first to use it",
     )
+    cam.add_argument(
+        "--part-id-prefix",
+        help="send a part id with every frame (kenpin-part-id header): this prefix and the "
+        "frame's number, as a PLC's trigger would",
+    )
+    cam.add_argument(
+        "--sequence-start",
+        type=int,
+        help="number the captures from this value (kenpin-sequence header)",
+    )
     args = parser.parse_args(argv)
 
+    from pydantic import ValidationError
+
+    from schemas.settings import settings_problems
     from worker.logs import configure_logging
     from worker.settings import WorkerSettings
 
-    settings = WorkerSettings()
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:  # one line an operator can act on, not a traceback
+        print(f"kenpin-worker: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format, settings.log_level)
 
     if args.command == "camera":
+        from kafka.errors import NoBrokersAvailable
+
         from worker.camera import stream_folder
         from worker.kafka_io import TopicAdmin, make_producer
 
@@ -46,26 +65,39 @@ def main(argv: list[str] | None = None) -> int:
         topics = TopicAdmin(settings, settings.topic_replication)
         try:
             topics.ensure(frames_topic(args.line), args.partitions)
+            producer = make_producer(settings, client_id=f"kenpin-camera-{args.camera}")
+        except NoBrokersAvailable:
+            print(_no_broker(settings), file=sys.stderr)
+            return 2
         finally:
             topics.close()
-        producer = make_producer(settings, client_id=f"kenpin-camera-{args.camera}")
         try:
             sent = stream_folder(
-                producer, args.line, args.source, args.fps, args.count, args.product, args.camera
+                producer,
+                args.line,
+                args.source,
+                args.fps,
+                args.count,
+                args.product,
+                args.camera,
+                part_id_prefix=args.part_id_prefix,
+                sequence_start=args.sequence_start,
             )
         finally:
             producer.close()
         print(f"sent {len(sent)} frames to {frames_topic(args.line)}")
         return 0
 
-    from worker.control import ControlPlane
+    from kafka.errors import NoBrokersAvailable
+
+    from worker.control import ControlAccessDenied, ControlPlane
     from worker.hot_swap import HotSwap
     from worker.logs import get_logger
     from worker.metrics import Health, WorkerMetrics, make_app, serve
     from worker.normals import NormalSampler
     from worker.service import Worker
     from worker.startup import NoModelToServe, start_model
-    from worker.storage import ObjectStore
+    from worker.storage import ObjectStore, StoreAccessDenied
 
     metrics = WorkerMetrics()
     health = Health(
@@ -74,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     # probes first: /livez answers while a release downloads, /readyz says "starting"
     serve(make_app(metrics, health), settings.metrics_port, settings.metrics_host)
     store = ObjectStore.from_settings(settings)
-    control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
+    store.on_error = lambda operation: metrics.s3_errors.labels(operation=operation).inc()
+    control = ControlPlane.from_settings(settings)
+    try:
+        # refused credentials or certificates end the start in one line; an outage
+        # does not (the worker serves what it has and retries)
+        control.check_access()
+        store.check_access()
+    except (ControlAccessDenied, StoreAccessDenied) as exc:
+        print(f"kenpin-worker: {exc}", file=sys.stderr)
+        return 2
     try:
         start = start_model(settings, control, store, metrics=metrics, health=health)
     except NoModelToServe as exc:
@@ -97,17 +138,34 @@ def main(argv: list[str] | None = None) -> int:
         margin=settings.normals_margin,
         metrics=metrics,
     )
-    worker = Worker(
-        settings,
-        model,
-        metrics=metrics,
-        health=health,
-        store=store,
-        hot_swap=hot_swap,
-        normals=normals,
-    )
+    try:
+        worker = Worker(
+            settings,
+            model,
+            metrics=metrics,
+            health=health,
+            store=store,
+            hot_swap=hot_swap,
+            normals=normals,
+        )
+    except NoBrokersAvailable:
+        # the clients' first request: unreachable, or refused at TLS / SASL
+        if hot_swap is not None:
+            hot_swap.stop()
+        print(_no_broker(settings), file=sys.stderr)
+        return 2
     worker.install_signal_handlers()
     return worker.run()  # 3: the broker stayed away past KENPIN_BROKER_OUTAGE_DEADLINE_S
+
+
+def _no_broker(settings) -> str:
+    """One line for a broker that did not answer the first request: away, or refused at
+    TLS / SASL (kafka-python reports both as NoBrokersAvailable)."""
+    return (
+        f"kenpin-worker: no Kafka broker answered at {settings.kafka_bootstrap} over "
+        f"{settings.kafka_security_protocol}: check KENPIN_KAFKA_BOOTSTRAP and the "
+        "KENPIN_KAFKA_SECURITY_PROTOCOL / SASL / SSL settings"
+    )
 
 
 if __name__ == "__main__":

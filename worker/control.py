@@ -27,11 +27,13 @@ opens a connection.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import redis
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from schemas.control import WorkerHeartbeat
 from schemas.manifest import ModelManifest
@@ -49,14 +51,56 @@ class ControlError(RuntimeError):
     """The control plane holds something kenpin cannot read (e.g. a corrupt manifest)."""
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for `url` (redis://[:password@]host:port/db); connects lazily.
+_CREDENTIALS = "KENPIN_REDIS_PASSWORD, or the password in KENPIN_REDIS_URL"
+
+
+class ControlAccessDenied(ControlError):
+    """Redis refused kenpin's credentials or TLS: a configuration error, no retry helps."""
+
+
+class RedisSettings(Protocol):
+    """The settings this module reads; PlaneSettings (worker and trainer) fits."""
+
+    redis_url: str
+    redis_password: SecretStr
+    redis_ca_file: Path | None
+    control_prefix: str
+
+    @property
+    def redis_uses_tls(self) -> bool: ...
+
+
+def connect(
+    url: str, *, password: str | None = None, tls: bool = False, ca_file: Path | None = None
+) -> redis.Redis:
+    """A client for `url` (redis[s]://[:password@]host:port/db); connects lazily.
 
     Short socket timeouts keep a Redis outage from freezing a caller: the worker
-    keeps judging with the model it has and retries later.
+    keeps judging with the model it has and retries later. `tls` turns a
+    redis:// URL into rediss:// (redis-py takes TLS from the scheme); the
+    server's certificate is always verified, against `ca_file` when given.
     """
+    if tls and url.startswith("redis://"):
+        url = "rediss://" + url.removeprefix("redis://")
+    options: dict[str, Any] = {}
+    if password:
+        options["password"] = password
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "required"
+        if ca_file is not None:
+            options["ssl_ca_certs"] = str(ca_file)
     return redis.Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30, **options
+    )
+
+
+def connect_with(settings: RedisSettings) -> redis.Redis:
+    """The client `settings` describe: URL, password, TLS and its CA."""
+    return connect(
+        settings.redis_url,
+        password=settings.redis_password.get_secret_value() or None,
+        tls=settings.redis_uses_tls,
+        ca_file=settings.redis_ca_file,
     )
 
 
@@ -76,6 +120,36 @@ class ControlPlane:
     @classmethod
     def from_url(cls, url: str, namespace_prefix: str = "") -> ControlPlane:
         return cls(connect(url), namespace_prefix)
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> ControlPlane:
+        """The control plane of `settings`: Redis with its password and TLS, the key prefix."""
+        return cls(connect_with(settings), settings.control_prefix)
+
+    def check_access(self) -> bool:
+        """PING: False when Redis cannot be reached now (an outage kenpin rides out).
+
+        Raises `ControlAccessDenied` when Redis answers but refuses kenpin (wrong
+        or missing password, a certificate that does not verify): no retry can
+        fix that, so a process should stop at start and say so in one line.
+        """
+        try:
+            self.redis.ping()
+        except redis.AuthenticationError as exc:
+            raise ControlAccessDenied(
+                f"Redis refused the credentials ({_CREDENTIALS}): {exc}"
+            ) from exc
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise ControlAccessDenied(f"Redis refused access ({_CREDENTIALS}): {exc}") from exc
+            raise
+        except redis.ConnectionError as exc:
+            if isinstance(exc.__context__, ssl.SSLError) or "SSL" in str(exc):
+                raise ControlAccessDenied(f"TLS to Redis failed: {exc}") from exc
+            return False
+        except redis.TimeoutError:
+            return False
+        return True
 
     # --- the current release -------------------------------------------------------
 

@@ -14,7 +14,11 @@ that is decided here, in the client settings:
   topics a worker writes to are created on purpose, by `TopicAdmin`, for the
   lines it reads;
 - a consumer group new to a topic starts at its beginning
-  (`auto_offset_reset="earliest"`): a new line's first frames are not skipped.
+  (`auto_offset_reset="earliest"`): a new line's first frames are not skipped;
+- every client (consumer, producer, admin) reaches the brokers the same way:
+  TLS and SASL come from the settings through `security_config`, never from code;
+- a topic kenpin creates gets its retention and largest record size from the
+  settings (`retention.ms`, `max.message.bytes`), sized for full-resolution frames.
 
 Topic names follow `kenpin.frames.<line>` / `kenpin.verdicts.<line>` (the
 contract, with its helpers: `schemas.topics`).
@@ -24,12 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
+from pydantic import SecretStr
 
 from schemas.deadletters import DeadLetter
 from schemas.topics import VERDICTS_TOPIC_PREFIX, verdict_topic
@@ -50,6 +56,15 @@ class KafkaSettings(Protocol):
     metadata_max_age_ms: int
     kafka_max_message_bytes: int
     max_batch: int
+    kafka_security_protocol: str
+    kafka_sasl_mechanism: str | None
+    kafka_sasl_username: str | None
+    kafka_sasl_password: SecretStr
+    kafka_ssl_cafile: Path | None
+    kafka_ssl_certfile: Path | None
+    kafka_ssl_keyfile: Path | None
+    topic_retention_ms: int
+    topic_max_message_bytes: int
 
 
 def bootstrap_servers(settings: KafkaSettings) -> list[str]:
@@ -57,10 +72,45 @@ def bootstrap_servers(settings: KafkaSettings) -> list[str]:
     return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
 
 
+def security_config(settings: KafkaSettings) -> dict[str, Any]:
+    """Where the brokers are and how to reach them: what every kenpin Kafka client shares.
+
+    kafka-python's own names; only what the protocol uses is set, so a PLAINTEXT
+    client carries no stray TLS or SASL options.
+    """
+    protocol = settings.kafka_security_protocol
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers(settings),
+        "security_protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        config["ssl_check_hostname"] = True
+        for option, path in (
+            ("ssl_cafile", settings.kafka_ssl_cafile),
+            ("ssl_certfile", settings.kafka_ssl_certfile),
+            ("ssl_keyfile", settings.kafka_ssl_keyfile),
+        ):
+            if path is not None:
+                config[option] = str(path)
+    if protocol.startswith("SASL_"):
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_sasl_username
+        config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return config
+
+
+def topic_configs(settings: KafkaSettings) -> dict[str, str]:
+    """The configs of a topic kenpin creates: retention and the largest record."""
+    return {
+        "retention.ms": str(settings.topic_retention_ms),
+        "max.message.bytes": str(settings.topic_max_message_bytes),
+    }
+
+
 def consumer_config(settings: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
     """Keyword arguments for KafkaConsumer: manual commits, quick discovery of new topics."""
     config: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers(settings),
+        **security_config(settings),
         "group_id": settings.consumer_group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -92,7 +142,7 @@ def consumer_config(settings: KafkaSettings, *, client_id: str | None = None) ->
 def producer_config(settings: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
     """Keyword arguments for KafkaProducer: durable acks, retries, small batching delay."""
     config: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers(settings),
+        **security_config(settings),
         "acks": "all",
         # Retries are left at the client's default, within delivery_timeout_ms. No
         # idempotent producer: kafka-python 2.3 cannot do it against every broker we
@@ -141,7 +191,8 @@ class TopicAdmin:
     """Creates the topics a worker writes to, on purpose, for the lines it reads.
 
     Idempotent: a topic that exists (made by another worker or by the plant's
-    operators, with their own partitions and replication) is left as it is.
+    operators, with their own partitions, replication and configs) is left as it is.
+    A new one gets `topic_configs` (retention, largest record).
     """
 
     def __init__(self, settings: KafkaSettings, replication: int = 1) -> None:
@@ -155,9 +206,12 @@ class TopicAdmin:
         if topic in self._known:
             return
         if self._admin is None:
-            self._admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers(self.settings))
+            self._admin = KafkaAdminClient(**security_config(self.settings))
         new = NewTopic(
-            topic, num_partitions=max(1, partitions), replication_factor=self.replication
+            topic,
+            num_partitions=max(1, partitions),
+            replication_factor=self.replication,
+            topic_configs=topic_configs(self.settings),
         )
         with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
             self._admin.create_topics([new])

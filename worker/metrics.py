@@ -13,18 +13,23 @@ Liveness and readiness are apart because they call for different actions: a
 worker waiting for its partitions (more workers than partitions, a rebalance)
 is healthy and must not be killed, but it does not judge frames either.
 
-A WSGI app in a daemon thread is enough: scrapes and probes are a few requests a
-minute, and the standard library's server keeps the worker free of a web
-framework. It binds loopback unless told otherwise (`KENPIN_METRICS_HOST`): the
-endpoints are unauthenticated.
+The server is `worker.http_endpoints` (the trainer serves its own metrics and
+probes through it too). It binds loopback unless told otherwise
+(`KENPIN_METRICS_HOST`): the endpoints are unauthenticated.
 
 Metric names (all prefixed `kenpin_`):
 
 - `kenpin_frames_total{line}`: frames taken off Kafka
-- `kenpin_verdicts_total{result}`: verdicts published, `ok` / `ng`
-- `kenpin_deadletters_total{reason}`: dead letters published, by reason code
+- `kenpin_verdicts_total{line,product,result}`: verdicts published, `ok` / `ng`
+- `kenpin_deadletters_total{line,product,reason}`: dead letters published, by reason
+  code; `product` is `unknown` when the frame's headers did not say
 - `kenpin_batch_size`: frames per forward pass (histogram)
-- `kenpin_frame_latency_seconds`: capture time to verdict (histogram)
+- `kenpin_inference_seconds`: one forward pass of a batch, scores and maps (histogram)
+- `kenpin_frame_latency_seconds{line,product}`: capture time to verdict (histogram)
+- `kenpin_s3_errors_total{operation}`: S3 requests that failed (`put`, `get`, `stat`,
+  `list`, `bucket`, `lifecycle`)
+- `kenpin_kafka_errors_total{operation}`: Kafka requests that failed (`verdict`,
+  `dead_letter`, `commit`, `metadata`)
 - `kenpin_model_info{version}`: the model release being served (always 1)
 - `kenpin_releases_refused_total{reason}`: releases refused, at start or by the hot swap
 - `kenpin_model_swaps_total`: releases swapped in
@@ -39,23 +44,18 @@ Metric names (all prefixed `kenpin_`):
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    make_wsgi_app,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from schemas.frames import HEADER_NAMES
+from worker.http_endpoints import WsgiApp, make_endpoints, serve
+
+__all__ = ["Health", "WorkerMetrics", "make_app", "product_label", "serve"]
 
 NAMESPACE = "kenpin"
 
@@ -63,8 +63,10 @@ NAMESPACE = "kenpin"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # From a fast GPU batch to a line that is falling behind.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# One forward pass: a few ms for a small batch on a GPU to seconds for a large one on a CPU.
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The `product` label of a dead letter whose frame named none (headers missing or unreadable).
+UNKNOWN_PRODUCT = "unknown"
 
 
 class WorkerMetrics:
@@ -81,15 +83,15 @@ class WorkerMetrics:
         )
         self.verdicts = Counter(
             "verdicts",
-            "Verdicts published.",
-            ["result"],
+            "Verdicts published, by line, product and result.",
+            ["line", "product", "result"],
             namespace=NAMESPACE,
             registry=self.registry,
         )
         self.deadletters = Counter(
             "deadletters",
-            "Dead letters published.",
-            ["reason"],
+            "Dead letters published, by line, product (unknown: the frame did not say) and reason.",
+            ["line", "product", "reason"],
             namespace=NAMESPACE,
             registry=self.registry,
         )
@@ -102,9 +104,31 @@ class WorkerMetrics:
         )
         self.latency = Histogram(
             "frame_latency_seconds",
-            "Time from frame capture to verdict.",
+            "Time from frame capture to verdict, by line and product.",
+            ["line", "product"],
             namespace=NAMESPACE,
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference = Histogram(
+            "inference_seconds",
+            "Time of one forward pass over a batch (scores and anomaly maps).",
+            namespace=NAMESPACE,
+            buckets=INFERENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.s3_errors = Counter(
+            "s3_errors",
+            "S3 requests that failed, by operation.",
+            ["operation"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.kafka_errors = Counter(
+            "kafka_errors",
+            "Kafka requests that failed (sends, commits, metadata), by operation.",
+            ["operation"],
+            namespace=NAMESPACE,
             registry=self.registry,
         )
         self.releases_refused = Counter(
@@ -176,6 +200,27 @@ class WorkerMetrics:
     def set_model_version(self, version: str) -> None:
         """Announce the release now served (after a hot swap too)."""
         self.model.info({"version": version})
+
+
+def product_label(
+    headers: list[tuple[str, bytes | None]] | None, known: Callable[[str], bool]
+) -> str:
+    """The product a record's headers name, for a metric label; `unknown` if none or not `known`.
+
+    Read raw, not through `FrameHeaders`: a dead letter's headers are often the reason
+    it is one, and the product may still be there to count it by. Only a product the
+    served model knows becomes a label: a camera sending made-up products must not
+    grow a series per name.
+    """
+    wanted = HEADER_NAMES["product"]
+    for name, value in headers or ():
+        if name == wanted and value:
+            try:
+                product = value.decode("utf-8")
+            except UnicodeDecodeError:
+                return UNKNOWN_PRODUCT
+            return product if known(product) else UNKNOWN_PRODUCT
+    return UNKNOWN_PRODUCT
 
 
 #: Statuses of a normal life (`starting` -> `joining` -> `ok`); any other (e.g. `stopping`,
@@ -300,51 +345,11 @@ class Health:
 
 def make_app(metrics: WorkerMetrics, health: Health) -> WsgiApp:
     """WSGI app: `/livez`, `/readyz` (and `/healthz`) -> JSON, 200 or 503; else -> metrics."""
-    metrics_app = make_wsgi_app(metrics.registry)
-    probes: dict[str, Callable[[], tuple[bool, dict[str, Any]]]] = {
-        "/livez": health.live,
-        "/readyz": health.ready,
-        "/healthz": health.ready,  # the probe's name before liveness and readiness split
-    }
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        probe = probes.get(environ.get("PATH_INFO", "/").rstrip("/"))
-        if probe is not None:
-            good, payload = probe()
-            body = json.dumps(payload).encode()
-            status = "200 OK" if good else "503 Service Unavailable"
-            start_response(
-                status,
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-        return metrics_app(environ, start_response)
-
-    return app
-
-
-def serve(app: WsgiApp, port: int, addr: str = "127.0.0.1") -> WSGIServer | None:
-    """Serve `app` on `addr`:`port` from a daemon thread; port 0 means off (returns None).
-
-    Loopback by default: the endpoints have no authentication, so exposing them
-    (`KENPIN_METRICS_HOST=0.0.0.0` in a pod) is a deployment's explicit choice.
-    Call `.shutdown()` on the returned server to stop it.
-    """
-    if port == 0:
-        return None
-    server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="kenpin-metrics", daemon=True).start()
-    return server
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    """A thread per request, so a slow scraper cannot block a liveness probe."""
-
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log: probes every few seconds would drown the worker's own events."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
-        pass
+    return make_endpoints(
+        metrics.registry,
+        {
+            "/livez": health.live,
+            "/readyz": health.ready,
+            "/healthz": health.ready,  # the probe's name before liveness and readiness split
+        },
+    )

@@ -38,7 +38,7 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from schemas.deadletters import DeadLetter, DeadLetterReason
-from schemas.frames import FrameHeaders, FrameHeadersError
+from schemas.frames import FrameHeaders, FrameHeadersError, part_identity
 from schemas.object_layout import heatmap_key
 from schemas.topics import line_from_topic, verdict_topic
 from schemas.verdicts import Verdict
@@ -54,7 +54,7 @@ from worker.kafka_io import (
     send_verdict,
 )
 from worker.logs import get_logger
-from worker.metrics import Health, WorkerMetrics
+from worker.metrics import Health, WorkerMetrics, product_label
 from worker.model.images import DecodeError
 from worker.model.runtime import InspectionModel
 from worker.normals import NormalSampler
@@ -229,6 +229,7 @@ class Worker:
             try:
                 found = has_matching_topic(self.consumer, self.settings.frames_topic_pattern)
             except KafkaError as exc:
+                self.metrics.kafka_errors.labels(operation="metadata").inc()
                 log.warning("cannot list topics yet", error=repr(exc))
                 found = False
             if found:
@@ -358,7 +359,9 @@ class Worker:
                     )
                 ]
         if frames:
+            started = time.perf_counter()
             judgement = model.judge([d.prepared for _, d in frames])
+            self.metrics.inference.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(frames))
             index = {id(p): i for i, p in enumerate(batch)}
             for (pending, decoded), score, amap in zip(
@@ -404,8 +407,12 @@ class Worker:
                 partitions,
             )
         ]
-        self.metrics.verdicts.labels(result=verdict.result).inc()
-        self.metrics.latency.observe(max(0.0, verdict.latency_ms / 1000))
+        self.metrics.verdicts.labels(
+            line=headers.line, product=headers.product, result=verdict.result
+        ).inc()
+        self.metrics.latency.labels(line=headers.line, product=headers.product).observe(
+            max(0.0, verdict.latency_ms / 1000)
+        )
         if not ng and self.normals is not None:
             self.normals.offer(headers, pending.record.value, score, threshold)
         if ng:
@@ -414,6 +421,7 @@ class Worker:
         return outputs
 
     def _dead_letter(self, record: Any, exc: Rejected) -> Output:
+        part_id, sequence = part_identity(record.headers)
         letter = DeadLetter.from_record(
             reason=exc.reason,
             detail=exc.detail,
@@ -424,9 +432,16 @@ class Worker:
             value=record.value,
             headers=record.headers,
             frame_id=exc.frame_id,
+            # the part the PLC must reject, even when the other headers are broken
+            part_id=part_id,
+            sequence=sequence,
             max_value_bytes=self.settings.deadletter_max_original_bytes,
         )
-        self.metrics.deadletters.labels(reason=exc.reason.value).inc()
+        self.metrics.deadletters.labels(
+            line=_line(record.topic),
+            product=product_label(record.headers, lambda p: self.model.threshold(p) is not None),
+            reason=exc.reason.value,
+        ).inc()
         log.warning(
             "dead letter",
             reason=exc.reason.value,
@@ -478,6 +493,7 @@ class Worker:
                 return
             if not self._commit(offsets):
                 self.metrics.broker_retries.labels(operation="commit").inc()
+                self.metrics.kafka_errors.labels(operation="commit").inc()
                 self._broker_failing("commit")
                 self._retry_commit_at = time.monotonic() + self._commit_backoff_s
                 self._commit_backoff_s = min(self._commit_backoff_s * 2, _RETRY_MAX_S)
@@ -513,6 +529,7 @@ class Worker:
             if self.exit_code:
                 return
             self.metrics.broker_retries.labels(operation=output.operation).inc()
+            self.metrics.kafka_errors.labels(operation=output.operation).inc()
             output.attempts += 1
             output.future = output.resend()
             if output not in self.resent:

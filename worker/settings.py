@@ -15,9 +15,9 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
 from schemas.object_layout import MANIFEST_FILE
 from schemas.redis_keys import CURRENT_KEY
@@ -28,6 +28,7 @@ from schemas.topics import (
     FRAMES_TOPIC_PATTERN,
     VERDICTS_TOPIC_PREFIX,
 )
+from worker.model.runtimes import check_choice
 
 _DEAD_LETTER_OVERHEAD = 64 * 1024
 
@@ -38,6 +39,39 @@ class WorkerSettings(PlaneSettings):
     # --- data plane: Kafka -------------------------------------------------------
     kafka_bootstrap: str = Field(
         default="localhost:9092", description="Comma-separated host:port list of brokers."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client (consumer, producer, admin) reaches the brokers.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism; required with SASL_PLAINTEXT / SASL_SSL."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: FilePath | None = Field(
+        default=None,
+        description="PEM bundle of the CA(s) of the brokers' certificates (SSL / SASL_SSL); "
+        "default: the system's CAs.",
+    )
+    kafka_ssl_certfile: FilePath | None = Field(
+        default=None, description="Client certificate (PEM), for brokers that require mTLS."
+    )
+    kafka_ssl_keyfile: FilePath | None = Field(
+        default=None, description="Private key of kafka_ssl_certfile (PEM, unencrypted)."
+    )
+    topic_retention_ms: int = Field(
+        default=24 * 3600 * 1000,
+        ge=-1,
+        description="retention.ms of the topics kenpin creates (a line's frames, verdicts, "
+        "dead letters): how long records stay for a replay; -1 keeps them for ever. "
+        "Frames are large: size the disk as frames/s x frame size x retention.",
+    )
+    topic_max_message_bytes: int = Field(
+        default=9 * 1024 * 1024,
+        ge=1024,
+        description="max.message.bytes of the topics kenpin creates: at least "
+        "kafka_max_message_bytes plus the record batch's overhead.",
     )
     frames_topic_pattern: str = Field(
         default=FRAMES_TOPIC_PATTERN,
@@ -170,6 +204,13 @@ class WorkerSettings(PlaneSettings):
     model_s3_key: str | None = Field(
         default=None, description="Object key prefix of an artifact to fetch at start."
     )
+    runtime: Literal["torch", "onnxruntime", "openvino"] = Field(
+        default="torch",
+        description="What runs the network: torch, or the release's ONNX export through "
+        "onnxruntime or openvino (served only once it judges as torch fp32 does; a release "
+        "without an export is served by torch, with a warning). Precisions: torch "
+        "fp32/bf16/fp16, onnxruntime fp32 (fp16 with TensorRT), openvino fp32/bf16.",
+    )
 
     # --- the loop ----------------------------------------------------------------
     max_batch: int = Field(default=16, ge=1, description="Most frames in one forward pass.")
@@ -211,6 +252,11 @@ class WorkerSettings(PlaneSettings):
     )
 
     @model_validator(mode="after")
+    def _runtime_precision(self) -> Self:
+        check_choice(self.runtime, self.precision)  # ValueError names what fits
+        return self
+
+    @model_validator(mode="after")
     def _dead_letters_fit(self) -> Self:
         # base64 (4/3) plus room for the JSON fields and the headers.
         needed = self.deadletter_max_original_bytes * 4 // 3 + _DEAD_LETTER_OVERHEAD
@@ -219,6 +265,28 @@ class WorkerSettings(PlaneSettings):
                 f"deadletter_max_original_bytes={self.deadletter_max_original_bytes} makes "
                 f"dead letters of up to {needed} bytes, over "
                 f"kafka_max_message_bytes={self.kafka_max_message_bytes}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Self:
+        # A half-configured client fails at its first connection with a vague
+        # network error; say what is missing at start instead.
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism is None:
+                raise ValueError(
+                    f"kafka_security_protocol={self.kafka_security_protocol} needs "
+                    "kafka_sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                )
+            if not self.kafka_sasl_username or not self.kafka_sasl_password.get_secret_value():
+                raise ValueError("SASL needs kafka_sasl_username and kafka_sasl_password")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        if self.topic_max_message_bytes < self.kafka_max_message_bytes:
+            raise ValueError(
+                f"topic_max_message_bytes={self.topic_max_message_bytes} is below "
+                f"kafka_max_message_bytes={self.kafka_max_message_bytes}: the largest frame "
+                "would be refused by its own topic"
             )
         return self
 

@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         default="s3",
         help="where Tansu keeps topics: in SeaweedFS (durable, default) or in memory",
     )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve Redis and S3 over TLS with a CA made for this stack (in the state "
+        "directory); the exports name it as KENPIN_REDIS_CA_FILE and KENPIN_S3_CA_FILE",
+    )
     down = commands.add_parser("down", help="stop the stack (idempotent)")
     down.add_argument("--purge", action="store_true", help="also delete data, logs, credentials")
     env = commands.add_parser("env", help="print the export lines of the running stack")
@@ -72,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bucket=args.bucket,
                 startup_timeout_s=args.timeout,
                 broker_storage=args.broker_storage,
+                tls=args.tls,
             )
             try:
                 settings = stack.up()

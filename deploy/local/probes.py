@@ -65,7 +65,7 @@ def wait_until_ready(
 
 
 def probe_s3(
-    endpoint: str, access_key: str, secret_key: str, buckets: list[str]
+    endpoint: str, access_key: str, secret_key: str, buckets: list[str], ca_file: str | None = None
 ) -> Callable[[], None]:
     """List buckets, create the missing ones and write/delete a probe object in each.
 
@@ -77,9 +77,15 @@ def probe_s3(
 
     # No urllib3 retries: the loop in wait_until_ready retries, without back-off
     # and without a warning per refused connection.
-    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=10), retries=False)
+    # With a CA file, the stack serves S3 over HTTPS (`kenpin-stack up --tls`).
+    tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file else {}
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=10), retries=False, **tls)
     client = Minio(
-        endpoint, access_key=access_key, secret_key=secret_key, secure=False, http_client=http
+        endpoint,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=ca_file is not None,
+        http_client=http,
     )
 
     def probe() -> None:
@@ -115,12 +121,14 @@ def probe_kafka(bootstrap: str) -> Callable[[], None]:
     return probe
 
 
-def probe_redis(url: str) -> Callable[[], None]:
-    """PING, authenticated with the stack's password."""
+def probe_redis(url: str, ca_file: str | None = None) -> Callable[[], None]:
+    """PING, authenticated with the stack's password (over TLS for a rediss:// URL)."""
     import redis
 
+    tls = {"ssl_ca_certs": ca_file} if ca_file else {}
+
     def probe() -> None:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, **tls)
         try:
             if not client.ping():
                 raise RuntimeError("PING did not return PONG")

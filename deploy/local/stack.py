@@ -83,6 +83,7 @@ from worker.settings import WorkerSettings
 from .binaries import Binaries, find_binaries
 from .probes import StackStartError, probe_kafka, probe_redis, probe_s3, wait_until_ready
 from .processes import LOOPBACK, ServerProcess, free_port, free_port_pair, is_alive, spawn, stop
+from .tls import TlsFiles, make_pki
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -121,6 +122,8 @@ class StackSettings:
     s3_secret_key: str
     s3_bucket: str
     s3_secure: bool = False
+    redis_ca_file: str | None = None
+    s3_ca_file: str | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -155,8 +158,12 @@ class LocalStack:
         startup_timeout_s: float = 60.0,
         stop_grace_s: float = 3.0,
         broker_storage: BrokerStorage = "s3",
+        tls: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
+        #: Redis and S3 over TLS with a CA of this stack's own (see deploy/local/tls.py);
+        #: the broker stays plaintext (Tansu 0.6 serves no TLS).
+        self.tls = tls
         self.bucket = bucket
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
@@ -258,27 +265,37 @@ class LocalStack:
         taken.add(kafka_port)
         redis_port = free_port(taken)
         taken.add(redis_port)
+        tls = make_pki(self.state_dir / "tls") if self.tls else None
+        s3_https_port = free_port(taken) if tls else None
 
         s3_access_key = "kenpin" + secrets.token_hex(8)
         s3_secret_key = secrets.token_urlsafe(30)
         redis_password = secrets.token_hex(24)
-        s3_endpoint = f"{LOOPBACK}:{weed_ports['s3']}"
+        s3_endpoint = f"{LOOPBACK}:{s3_https_port or weed_ports['s3']}"
+        redis_scheme = "rediss" if tls else "redis"
         settings = StackSettings(
             kafka_bootstrap=f"{LOOPBACK}:{kafka_port}",
-            redis_url=f"redis://:{redis_password}@{LOOPBACK}:{redis_port}/0",
+            redis_url=f"{redis_scheme}://:{redis_password}@{LOOPBACK}:{redis_port}/0",
             s3_endpoint=s3_endpoint,
             s3_access_key=s3_access_key,
             s3_secret_key=s3_secret_key,
             s3_bucket=self.bucket,
+            s3_secure=tls is not None,
+            redis_ca_file=str(tls.ca) if tls else None,
+            s3_ca_file=str(tls.ca) if tls else None,
         )
+        ports = {
+            **{f"weed_{k}": v for k, v in weed_ports.items()},
+            "kafka": kafka_port,
+            "redis": redis_port,
+        }
+        if s3_https_port:
+            ports["weed_s3_https"] = s3_https_port
         state.update(
             settings=asdict(settings),
-            ports={
-                **{f"weed_{k}": v for k, v in weed_ports.items()},
-                "kafka": kafka_port,
-                "redis": redis_port,
-            },
+            ports=ports,
             broker_storage=self.broker_storage,
+            tls=self.tls,
         )
 
         s3_config = self.state_dir / "s3-identities.json"
@@ -296,14 +313,14 @@ class LocalStack:
         # SeaweedFS and Redis are independent: start both, then wait.
         weed = spawn(
             "seaweedfs",
-            self._weed_argv(binaries, weed_ports, s3_config, data),
+            self._weed_argv(binaries, weed_ports, s3_config, data, tls, s3_https_port),
             logs / "seaweedfs.log",
             cwd=data / "weed",
         )
         self._record(state, weed)
         redis = spawn(
             "redis",
-            self._redis_argv(binaries, redis_port, redis_password, data),
+            self._redis_argv(binaries, redis_port, redis_password, data, tls),
             logs / "redis.log",
             cwd=data / "redis",
         )
@@ -312,8 +329,8 @@ class LocalStack:
         buckets = [self.bucket] + ([BROKER_BUCKET] if self.broker_storage == "s3" else [])
         wait_until_ready(
             weed,
-            f"http://{s3_endpoint}",
-            probe_s3(s3_endpoint, s3_access_key, s3_secret_key, buckets),
+            f"{'https' if tls else 'http'}://{s3_endpoint}",
+            probe_s3(s3_endpoint, s3_access_key, s3_secret_key, buckets, settings.s3_ca_file),
             self.startup_timeout_s,
         )
 
@@ -322,7 +339,7 @@ class LocalStack:
             "tansu",
             self._tansu_argv(binaries, kafka_port),
             logs / "tansu.log",
-            env=self._tansu_env(settings),
+            env=self._tansu_env(settings, f"{LOOPBACK}:{weed_ports['s3']}"),
             cwd=data,
         )
         self._record(state, tansu)
@@ -330,7 +347,7 @@ class LocalStack:
         wait_until_ready(
             redis,
             settings.redis_url.replace(redis_password, "***"),
-            probe_redis(settings.redis_url),
+            probe_redis(settings.redis_url, settings.redis_ca_file),
             self.startup_timeout_s,
         )
         wait_until_ready(
@@ -343,7 +360,12 @@ class LocalStack:
 
     @staticmethod
     def _weed_argv(
-        binaries: Binaries, ports: dict[str, int], s3_config: Path, data: Path
+        binaries: Binaries,
+        ports: dict[str, int],
+        s3_config: Path,
+        data: Path,
+        tls: TlsFiles | None = None,
+        https_port: int | None = None,
     ) -> list[str]:
         argv = [
             str(binaries.weed), "server",
@@ -359,13 +381,29 @@ class LocalStack:
         ]  # fmt: skip
         for role, port in ports.items():
             argv += [f"-{role}.port={port}", f"-{role}.port.grpc={port + GRPC_OFFSET}"]
+        if tls is not None and https_port:
+            # HTTPS beside plain HTTP: kenpin uses the HTTPS port, Tansu the plain one
+            argv += [
+                f"-s3.port.https={https_port}",
+                f"-s3.cert.file={tls.cert}",
+                f"-s3.key.file={tls.key}",
+            ]
         return argv
 
     @staticmethod
-    def _redis_argv(binaries: Binaries, port: int, password: str, data: Path) -> list[str]:
+    def _redis_argv(
+        binaries: Binaries, port: int, password: str, data: Path, tls: TlsFiles | None = None
+    ) -> list[str]:
+        listen = ["--port", str(port)]
+        if tls is not None:  # TLS only: no plaintext port a client could fall back to
+            listen = [
+                "--port", "0", "--tls-port", str(port),
+                "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
+                "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no",
+            ]  # fmt: skip
         return [
             str(binaries.redis_server),
-            "--bind", LOOPBACK, "--port", str(port),
+            "--bind", LOOPBACK, *listen,
             "--requirepass", password,
             "--dir", str(data / "redis"),
             "--daemonize", "no", "--logfile", "",
@@ -380,18 +418,23 @@ class LocalStack:
             "--storage-engine", storage,
         ]  # fmt: skip
 
-    def _tansu_env(self, settings: StackSettings) -> dict[str, str]:
+    def _tansu_env(self, settings: StackSettings, s3_plain_endpoint: str) -> dict[str, str]:
         """Tansu's S3 storage is the Rust ``object_store`` crate, configured by AWS_*."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         if self.broker_storage == "s3":
             env.update(
-                AWS_ENDPOINT=f"http://{settings.s3_endpoint}",
+                AWS_ENDPOINT=f"http://{s3_plain_endpoint}",
                 AWS_ALLOW_HTTP="true",
                 AWS_ACCESS_KEY_ID=settings.s3_access_key,
                 AWS_SECRET_ACCESS_KEY=settings.s3_secret_key,
                 AWS_DEFAULT_REGION="us-east-1",
             )
         return env
+
+    def _tls_files(self) -> TlsFiles:
+        """The certificates `up --tls` made for this stack."""
+        folder = self.state_dir / "tls"
+        return TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
 
     # ------------------------------------------------------- one server, for fault tests
     SERVERS = ("seaweedfs", "redis", "tansu")
@@ -428,11 +471,17 @@ class LocalStack:
             ports = state["ports"]
             assert isinstance(ports, dict)
             logs, data = self.state_dir / "logs", self.state_dir / "data"
+            tls = self._tls_files() if state.get("tls") else None
             if name == "seaweedfs":
                 roles = ("master", "volume", "filer", "s3")
                 weed_ports = {role: int(ports[f"weed_{role}"]) for role in roles}
                 argv = self._weed_argv(
-                    binaries, weed_ports, self.state_dir / "s3-identities.json", data
+                    binaries,
+                    weed_ports,
+                    self.state_dir / "s3-identities.json",
+                    data,
+                    tls,
+                    ports.get("weed_s3_https"),
                 )
                 server = spawn(name, argv, logs / "seaweedfs.log", cwd=data / "weed")
                 probe = probe_s3(
@@ -440,16 +489,18 @@ class LocalStack:
                     settings.s3_access_key,
                     settings.s3_secret_key,
                     [settings.s3_bucket],  # a write proves the whole path is back
+                    settings.s3_ca_file,
                 )
-                target = f"http://{settings.s3_endpoint}"
+                target = f"{'https' if tls else 'http'}://{settings.s3_endpoint}"
             elif name == "redis":
                 password = settings.redis_url.split("@", 1)[0].rsplit(":", 1)[-1]
-                argv = self._redis_argv(binaries, int(ports["redis"]), password, data)
+                argv = self._redis_argv(binaries, int(ports["redis"]), password, data, tls)
                 server = spawn(name, argv, logs / "redis.log", cwd=data / "redis")
-                probe, target = probe_redis(settings.redis_url), "redis"
+                probe = probe_redis(settings.redis_url, settings.redis_ca_file)
+                target = "redis"
             elif name == "tansu":
                 argv = self._tansu_argv(binaries, int(ports["kafka"]))
-                env = self._tansu_env(settings)
+                env = self._tansu_env(settings, f"{LOOPBACK}:{ports['weed_s3']}")
                 server = spawn(name, argv, logs / "tansu.log", env=env, cwd=data)
                 probe, target = probe_kafka(settings.kafka_bootstrap), settings.kafka_bootstrap
             else:

@@ -7,7 +7,7 @@ from minio.error import S3Error
 from pydantic import SecretStr
 
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore, make_s3_client
+from worker.storage import KIND_TAG, ObjectStore, make_s3_client, retention_rules
 
 
 def s3_error(code: str) -> S3Error:
@@ -35,6 +35,7 @@ class FakeMinio:
     def __init__(self, race: bool = False):
         self.buckets: set[str] = set()
         self.objects: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self.tags: dict[tuple[str, str], dict[str, str]] = {}
         self.race = race
         self.responses: list[FakeResponse] = []
 
@@ -47,11 +48,19 @@ class FakeMinio:
         self.buckets.add(bucket)
 
     def put_object(
-        self, bucket, key, data: io.BytesIO, length: int, content_type: str, metadata=None
+        self,
+        bucket,
+        key,
+        data: io.BytesIO,
+        length: int,
+        content_type: str,
+        metadata=None,
+        tags=None,
     ):
         payload = data.read()
         assert len(payload) == length
         self.objects[(bucket, key)] = (payload, content_type)
+        self.tags[(bucket, key)] = dict(tags or {})
 
     def get_object(self, bucket, key) -> FakeResponse:
         if (bucket, key) not in self.objects:
@@ -111,3 +120,39 @@ def test_client_from_settings_makes_no_request_and_hides_secrets():
     store = ObjectStore.from_settings(settings)
     assert store.bucket == "kenpin"
     assert "not-a-real-secret" not in repr(settings)
+
+
+def test_frame_objects_are_tagged_with_their_kind_and_releases_are_not():
+    fake = FakeMinio()
+    store = ObjectStore(fake, "kenpin")
+    store.put("heatmaps/l1/2024-05-01/f.png", b"h")
+    store.put("heatmaps/l1/2024-05-01/f.original.jpg", b"o")
+    store.put("normals/tile/2024-05-01/f.png", b"n")
+    store.put("models/v1/manifest.json", b"{}")
+    assert fake.tags[("kenpin", "heatmaps/l1/2024-05-01/f.png")] == {KIND_TAG: "heatmap"}
+    assert fake.tags[("kenpin", "heatmaps/l1/2024-05-01/f.original.jpg")] == {KIND_TAG: "original"}
+    assert fake.tags[("kenpin", "normals/tile/2024-05-01/f.png")] == {KIND_TAG: "normal"}
+    assert fake.tags[("kenpin", "models/v1/manifest.json")] == {}
+
+
+def test_failed_requests_are_reported_by_operation_and_a_missing_key_is_not():
+    failures: list[str] = []
+    store = ObjectStore(FakeMinio(), "kenpin", on_error=failures.append)
+    assert not store.exists("nope")  # an answer, not a failure
+    with pytest.raises(S3Error):
+        store.get("nope")
+    assert failures == ["get"]
+
+
+def test_retention_rules_expire_each_kind_by_prefix_and_tag_and_keep_zero():
+    config = retention_rules({"heatmap": 30, "original": 7, "normal": 0})
+    rules = {r.rule_id: r for r in config.rules}
+    assert set(rules) == {"kenpin-heatmap-retention", "kenpin-original-retention"}
+    heatmap = rules["kenpin-heatmap-retention"]
+    assert heatmap.expiration.days == 30
+    assert heatmap.rule_filter.and_operator.prefix == "heatmaps/"
+    assert dict(heatmap.rule_filter.and_operator.tags) == {KIND_TAG: "heatmap"}
+    assert rules["kenpin-original-retention"].expiration.days == 7
+    assert retention_rules({"heatmap": 0, "original": 0, "normal": 0}) is None
+    with pytest.raises(ValueError):
+        retention_rules({"normal": -1})

@@ -31,17 +31,18 @@ def call(app, path: str) -> tuple[str, dict[str, str], bytes]:
 def test_metric_names_and_labels():
     metrics = WorkerMetrics()
     metrics.frames.labels(line="l1").inc()
-    metrics.verdicts.labels(result="ng").inc(2)
-    metrics.deadletters.labels(reason="corrupt_image").inc()
+    metrics.verdicts.labels(line="l1", product="bottle", result="ng").inc(2)
+    metrics.deadletters.labels(line="l1", product="unknown", reason="corrupt_image").inc()
     metrics.batch_size.observe(16)
-    metrics.latency.observe(0.042)
+    metrics.latency.labels(line="l1", product="bottle").observe(0.042)
     metrics.set_model_version("2024-05-01.1")
     text = generate_latest(metrics.registry).decode()
     assert 'kenpin_frames_total{line="l1"} 1.0' in text
-    assert 'kenpin_verdicts_total{result="ng"} 2.0' in text
-    assert 'kenpin_deadletters_total{reason="corrupt_image"} 1.0' in text
+    assert 'kenpin_verdicts_total{line="l1",product="bottle",result="ng"} 2.0' in text
+    letters = 'kenpin_deadletters_total{line="l1",product="unknown",reason="corrupt_image"} 1.0'
+    assert letters in text
     assert "kenpin_batch_size_count 1.0" in text
-    assert "kenpin_frame_latency_seconds_count 1.0" in text
+    assert 'kenpin_frame_latency_seconds_count{line="l1",product="bottle"} 1.0' in text
     assert 'kenpin_model_info{version="2024-05-01.1"} 1.0' in text
 
 

@@ -12,10 +12,11 @@ import getpass
 import json
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from trainer.service.settings import TrainerSettings
 
@@ -37,27 +38,99 @@ class Plane:
 
 
 def connect() -> Plane:
-    """Settings from the environment, logging configured by them, the two clients."""
-    from worker.control import ControlPlane
-    from worker.logs import configure_logging
-    from worker.storage import ObjectStore
+    """Settings from the environment, logging configured by them, the two clients.
 
-    settings = TrainerSettings()
+    Settings that do not validate, and a Redis or S3 that refuses the credentials
+    or the certificate, end the command with one line on stderr and exit status 2:
+    an operator's mistake, which a traceback would only hide.
+    """
+    from pydantic import ValidationError
+
+    from schemas.settings import settings_problems
+    from worker.control import ControlAccessDenied, ControlPlane
+    from worker.logs import configure_logging
+    from worker.storage import ObjectStore, StoreAccessDenied
+
+    try:
+        settings = TrainerSettings()
+    except ValidationError as exc:
+        _fail(f"invalid settings: {settings_problems(exc)}")
     configure_logging(settings.log_format, settings.log_level)
-    control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
-    return Plane(settings, control, ObjectStore.from_settings(settings))
+    control = ControlPlane.from_settings(settings)
+    store = ObjectStore.from_settings(settings)
+    try:
+        control.check_access()
+        store.check_access()
+    except (ControlAccessDenied, StoreAccessDenied) as exc:
+        _fail(str(exc))
+    return Plane(settings, control, store)
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"kenpin-trainer: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def serve(args: argparse.Namespace) -> int:
     from trainer.service.retrain import RetrainService
+    from trainer.service.telemetry import TrainerHealth, TrainerMetrics, make_trainer_app
+    from worker.http_endpoints import serve as serve_http
 
     plane = connect()
+    settings = plane.settings
+    metrics = TrainerMetrics()
+    health = TrainerHealth(livez_stall_s=settings.trainer_livez_stall_s)
+    serve_http(
+        make_trainer_app(metrics, health),
+        settings.trainer_metrics_port,
+        settings.trainer_metrics_host,
+    )
     plane.store.ensure_bucket()
-    service = RetrainService(plane.settings, plane.control, plane.store)
+    _apply_retention(plane, strict=False)
+    service = RetrainService(settings, plane.control, plane.store, metrics=metrics, health=health)
     signal.signal(signal.SIGTERM, service.stop)
     signal.signal(signal.SIGINT, service.stop)
     service.serve()
     return 0
+
+
+def lifecycle(args: argparse.Namespace) -> int:
+    """Set the bucket's retention rules from the settings and print what the server holds."""
+    plane = connect()
+    plane.store.ensure_bucket()
+    if not _apply_retention(plane, strict=True):
+        return 1
+    config = plane.store.retention()
+    rules = config.rules if config is not None else []
+    print(f"bucket {plane.store.bucket}: {len(rules)} retention rule(s)")
+    for rule in rules:
+        print(f"  {rule.rule_id}: expire after {rule.expiration.days} days")
+    kept = [kind for kind, days in plane.settings.retention_days.items() if days == 0]
+    if kept:
+        print(f"  kept for ever: {', '.join(kept)}")
+    return 0
+
+
+def _apply_retention(plane: Plane, *, strict: bool) -> bool:
+    """The retention settings as the bucket's lifecycle rules; False if S3 refused them.
+
+    At `serve` (not strict) a refusal is a warning: an S3 without lifecycle support,
+    or credentials without the right to set it, must not stop retraining.
+    """
+    from minio.error import S3Error
+
+    from worker.logs import get_logger
+
+    try:
+        plane.store.set_retention(plane.settings.retention_days)
+    except S3Error as exc:
+        message = f"S3 refused the retention rules for bucket {plane.store.bucket}: {exc.code}"
+        if strict:
+            print(f"kenpin-trainer lifecycle: {message}", file=sys.stderr)
+        else:
+            get_logger(__name__).warning("retention rules not set", detail=message)
+        return False
+    return True
 
 
 def retrain(args: argparse.Namespace) -> int:

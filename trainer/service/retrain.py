@@ -42,11 +42,19 @@ from trainer.learning.config import RECIPE_FIELDS, RecipeError, TrainConfig, rec
 from trainer.learning.export import export, new_version
 from trainer.learning.learners import fit
 from trainer.learning.train import TrainResult
-from trainer.service.gate import Floors, GateImages, decide, labelled_anomalies, measure
+from trainer.service.gate import (
+    Floors,
+    GateImages,
+    decide,
+    export_disagreements,
+    labelled_anomalies,
+    measure,
+)
 from trainer.service.normal_store import download, take_snapshot
 from trainer.service.releases import publish
 from trainer.service.retrain_queue import QueuedRequest, RetrainQueue, TrainerLock
 from trainer.service.settings import TrainerSettings
+from trainer.service.telemetry import TrainerHealth, TrainerMetrics
 from worker.control import ControlPlane
 from worker.logs import get_logger
 from worker.model.artifact import write_manifest
@@ -58,6 +66,7 @@ from worker.model.release import (
     read_manifest,
 )
 from worker.model.runtime import InspectionModel
+from worker.model.runtimes import ONNX_FILE
 from worker.storage import ObjectStore
 
 log = get_logger(__name__)
@@ -83,9 +92,13 @@ class RetrainService:
         control: ControlPlane | None = None,
         store: ObjectStore | None = None,
         train_fn: TrainFunction = fit,
+        metrics: TrainerMetrics | None = None,
+        health: TrainerHealth | None = None,
     ) -> None:
         self.settings = settings
-        self.control = control or ControlPlane.from_url(settings.redis_url, settings.control_prefix)
+        self.metrics = metrics or TrainerMetrics()
+        self.health = health or TrainerHealth(livez_stall_s=settings.trainer_livez_stall_s)
+        self.control = control or ControlPlane.from_settings(settings)
         self.store = store or ObjectStore.from_settings(settings)
         self.queue = RetrainQueue(self.control, settings.outcome_ttl_s)
         self.train_fn = train_fn
@@ -95,6 +108,7 @@ class RetrainService:
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
+        self.health.stop()
         self._stop.set()
 
     # --- the service loop --------------------------------------------------------------
@@ -111,6 +125,8 @@ class RetrainService:
             queued = self.queue.next(
                 self.settings.trainer_id, block_ms=1000, claim_idle_ms=self.claim_idle_ms
             )
+            self.metrics.queue_depth.set(self.queue.depth())
+            self.health.loop_turned(redis_ok=True)  # both round trips above answered
             if queued is not None:
                 self.handle(queued)
         log.info("trainer stopped")
@@ -166,6 +182,8 @@ class RetrainService:
             updated=utc_now(),
         )
         self._record(outcome)
+        self.health.run_started()
+        self.metrics.running.set(1)
         log.info("retrain started", request=queued.request_id, reason=queued.request.reason)
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.settings.work_dir))
@@ -176,7 +194,10 @@ class RetrainService:
             outcome = outcome.model_copy(update={"status": "failed", "detail": repr(exc)})
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+            self.metrics.running.set(0)
+            self.health.run_ended()
         self._record(outcome)
+        self.metrics.run_finished(outcome)
         log.info(
             "retrain finished",
             request=queued.request_id,
@@ -195,7 +216,9 @@ class RetrainService:
         log.info("stage", stage=name, request=outcome.request_id)
         started = time.perf_counter()
         yield
-        outcome.stages[name] = round(time.perf_counter() - started, 2)
+        seconds = time.perf_counter() - started
+        outcome.stages[name] = round(seconds, 2)
+        self.metrics.stage_finished(name, seconds)
         self._record(outcome)
 
     def _run(self, queued: QueuedRequest, outcome: RetrainOutcome, scratch: Path) -> RetrainOutcome:
@@ -219,7 +242,14 @@ class RetrainService:
         with self._stage(outcome, "calibrate"):
             version = f"{new_version()}-{snap.snapshot_id[:8]}"
             artifact = scratch / "candidate"
-            export(result, artifact, version, s.threshold_quantile, outcome.parent_version)
+            export(
+                result,
+                artifact,
+                version,
+                s.threshold_quantile,
+                outcome.parent_version,
+                onnx=bool(s.export_runtimes),
+            )
             outcome.version = version
         with self._stage(outcome, "evaluate"):
             candidate_model = load_model(artifact, device="cpu")
@@ -238,6 +268,12 @@ class RetrainService:
                     s.gate_min_synthetic_recall,
                 ),
             )
+            if ONNX_FILE in {f.name for f in candidate_model.manifest.files}:
+                disagreements = export_disagreements(
+                    candidate_model, artifact, images, s.export_runtimes
+                )
+                decision.released = decision.released and not disagreements
+                decision.reasons += disagreements
             outcome.gate = decision.as_dict()
         if not decision.released:
             outcome.status = "refused"

@@ -122,6 +122,26 @@ class RetrainQueue:
             return QueuedRequest(entry_id.decode(), request)
         return None
 
+    def depth(self) -> int:
+        """Requests not yet acknowledged: waiting for a trainer, or being run.
+
+        Redis's consumer-group lag (entries not yet delivered) plus the pending
+        entries (delivered, not acknowledged); where Redis cannot say the lag (after
+        entries were deleted), the undelivered entries are counted, up to 10 000.
+        """
+        self._ensure_group()
+        for group in self.redis.xinfo_groups(self.stream):
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) != TRAINER_GROUP:
+                continue
+            lag = group.get("lag")
+            if lag is None:
+                after = group["last-delivered-id"]
+                after = after.decode() if isinstance(after, bytes) else after
+                lag = len(self.redis.xrange(self.stream, f"({after}", "+", count=10_000))
+            return int(lag) + int(group["pending"])
+        return 0
+
     def ack(self, request_id: str) -> None:
         self.redis.xack(self.stream, TRAINER_GROUP, request_id)
 

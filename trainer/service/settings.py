@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, create_model
 
+from schemas.object_layout import ObjectKind
 from schemas.settings import PlaneSettings
 from trainer.learning.config import DEFAULT_QUANTILE, RECIPE_FIELDS
 
@@ -44,6 +45,44 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
         "no longer renewed either, is taken over by another trainer after 3 times this long.",
     )
     outcome_ttl_s: float = Field(default=30 * 86400, gt=0, description="Outcomes kept this long.")
+
+    # --- operations ----------------------------------------------------------------
+    trainer_metrics_port: int = Field(
+        default=9109,
+        ge=0,
+        le=65535,
+        description="/metrics, /livez and /readyz of `kenpin-trainer serve`; 0 turns them off.",
+    )
+    trainer_metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the trainer's metrics and probe server binds. The endpoints have "
+        "no authentication: loopback unless a deployment opts in (0.0.0.0 in a pod).",
+    )
+    trainer_livez_stall_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="/livez fails when the service loop has not turned for this long outside "
+        "a run (a run holds the loop; its lock shows it is alive).",
+    )
+
+    # --- data lifecycle: S3 rules set by `kenpin-trainer lifecycle` and at `serve` --
+    heatmaps_retention_days: int = Field(
+        default=90,
+        ge=0,
+        description="Days an NG heatmap is kept in the bucket; 0 keeps it for ever.",
+    )
+    originals_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days the original frame stored beside a heatmap is kept; 0: for ever.",
+    )
+    normals_retention_days: int = Field(
+        default=365,
+        ge=0,
+        description="Days a sampled normal is kept (the trainer uses the newest "
+        "max_normals_per_product of a product); 0: for ever.",
+    )
 
     # --- when to train -----------------------------------------------------------
     retrain_interval_s: float = Field(
@@ -81,6 +120,12 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
     progress: bool = Field(default=True, description="Progress bars on the terminal.")
 
     # --- the gate ----------------------------------------------------------------
+    export_runtimes: list[Literal["onnxruntime", "openvino"]] = Field(
+        default=["onnxruntime", "openvino"],
+        description="A release ships its ONNX export, checked through these runtimes against "
+        "torch on the held-out images before it is published (a disagreeing export refuses "
+        "the release); empty: releases ship without export and workers serve them with torch.",
+    )
     max_false_alarm_increase: float = Field(
         default=0.02,
         ge=0,
@@ -115,3 +160,12 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
         description="No release may flag fewer than this fraction of the defects drawn onto "
         "held-out normals: a model that flags nothing never goes live.",
     )
+
+    @property
+    def retention_days(self) -> dict[ObjectKind, int]:
+        """Days each kind of stored frame is kept (0: for ever), as `worker.storage` takes them."""
+        return {
+            "heatmap": self.heatmaps_retention_days,
+            "original": self.originals_retention_days,
+            "normal": self.normals_retention_days,
+        }
