@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.common import Base64Bytes, UtcDatetime, utc_now
 
-DEAD_LETTER_SCHEMA_VERSION = 1
+#: Version 2 added part_id and sequence (null when the frame did not carry them).
+DEAD_LETTER_SCHEMA_VERSION = 2
 
 
 class DeadLetterReason(StrEnum):
@@ -84,8 +85,22 @@ class DeadLetter(BaseModel):
         "to forward whole within the broker's message size limit).",
     )
     frame_id: str | None = Field(default=None, description="Frame id, when the headers had one.")
+    part_id: str | None = Field(
+        default=None,
+        description="The PLC's part / trigger id from the kenpin-part-id header, unchanged; "
+        "null when the frame had none or it was not printable ASCII of 1 to 128 characters.",
+    )
+    sequence: int | None = Field(
+        default=None,
+        ge=0,
+        description="The capture sequence number from the kenpin-sequence header, unchanged; "
+        "null when the frame had none or it was not a decimal number.",
+    )
     time: UtcDatetime = Field(description="When the worker dead-lettered the frame (UTC).")
-    schema_version: Literal[1] = DEAD_LETTER_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = Field(
+        default=DEAD_LETTER_SCHEMA_VERSION,
+        description="2 added part_id and sequence; a version 1 dead letter has neither.",
+    )
 
     @classmethod
     def from_record(
@@ -100,6 +115,8 @@ class DeadLetter(BaseModel):
         value: bytes | None,
         headers: Iterable[tuple[str, bytes | None]] | None,
         frame_id: str | None = None,
+        part_id: str | None = None,
+        sequence: int | None = None,
         max_value_bytes: int | None = None,
         time: datetime | None = None,
     ) -> Self:
@@ -107,6 +124,8 @@ class DeadLetter(BaseModel):
 
         `max_value_bytes` keeps the dead letter under the broker's message size
         limit: base64 grows the bytes by a third, so a frame that fit may not.
+        `part_id` and `sequence` are the frame's part identity
+        (`schemas.frames.part_identity` reads them even from headers that do not parse).
         """
         value = value or b""
         truncated = max_value_bytes is not None and len(value) > max_value_bytes
@@ -122,6 +141,8 @@ class DeadLetter(BaseModel):
             original_size=len(value),
             original_truncated=truncated,
             frame_id=frame_id,
+            part_id=part_id,
+            sequence=sequence,
             time=time or utc_now(),
         )
 

@@ -13,24 +13,50 @@ header                     value
 ``kenpin-product``         product (class) on the frame, e.g. ``bottle``
 ``kenpin-capture-time``    ISO 8601 with a zone, e.g. ``2024-05-01T08:00:00.123Z``
 ``kenpin-content-type``    ``image/jpeg`` or ``image/png``
-``kenpin-schema-version``  ``1``
+``kenpin-part-id``         optional: the PLC's part / trigger id for this capture
+``kenpin-sequence``        optional: the camera's capture sequence number (0, 1, ...)
+``kenpin-schema-version``  ``2`` (``1``: a camera from before the part headers)
 =========================  =====================================================
+
+The two optional headers are how a verdict finds its part on the conveyor: a
+PLC that triggers the camera passes its own part id, and the worker copies it,
+and the sequence number, unchanged into the verdict or dead letter. A frame
+without them is judged all the same (version 1 cameras never send them).
 
 Headers with other names are ignored, so cameras may add tracing headers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import PurePath
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+)
 
 from schemas.common import FrameId, Name, UtcDatetime
 from schemas.deadletters import DeadLetterReason
 
-FRAME_SCHEMA_VERSION = 1
+#: Version 2 added the optional part id and capture sequence headers; 1 is still accepted.
+FRAME_SCHEMA_VERSION = 2
+FrameSchemaVersion = Literal[1, 2]
+
+#: A part / trigger id as a PLC writes it: printable ASCII, so it fits a PLC STRING
+#: byte for byte and prints the same in every tool; 1 to 128 characters.
+PART_ID_PATTERN = r"^[\x20-\x7e]{1,128}$"
+PartId = Annotated[str, StringConstraints(pattern=PART_ID_PATTERN)]
+#: A capture sequence number: what a camera or PLC counter holds (0 to 2**63 - 1: a PLC LINT).
+#: Strict: "1_000" or "5.0" in a header is a broken camera, not a number to guess at.
+MAX_CAPTURE_SEQUENCE = 2**63 - 1
+CaptureSequence = Annotated[int, Strict(), Field(ge=0, le=MAX_CAPTURE_SEQUENCE)]
 
 ContentType = Literal["image/jpeg", "image/png"]
 
@@ -51,9 +77,14 @@ HEADER_NAMES: Mapping[str, str] = {
     "product": "kenpin-product",
     "capture_time": "kenpin-capture-time",
     "content_type": "kenpin-content-type",
+    "part_id": "kenpin-part-id",
+    "sequence": "kenpin-sequence",
     "schema_version": "kenpin-schema-version",
 }
+#: Headers a frame may leave out (written only when they have a value).
+OPTIONAL_HEADERS = frozenset({"kenpin-part-id", "kenpin-sequence"})
 _FIELD_BY_HEADER = {header: field for field, header in HEADER_NAMES.items()}
+_NUMERIC_FIELDS = frozenset({"schema_version", "sequence"})
 
 KafkaHeaders = list[tuple[str, bytes]]
 
@@ -124,8 +155,19 @@ class FrameHeaders(BaseModel):
     product: Name = Field(description="Product (class) on the frame, e.g. 'bottle'.")
     capture_time: UtcDatetime = Field(description="When the camera took the frame (UTC).")
     content_type: ContentType = Field(description="Encoding of the record value.")
-    schema_version: Literal[1] = Field(
-        default=FRAME_SCHEMA_VERSION, description="Version of this header set."
+    part_id: PartId | None = Field(
+        default=None,
+        description="The PLC's part / trigger id for this capture (printable ASCII, at most "
+        "128 characters); copied unchanged into the verdict or dead letter.",
+    )
+    sequence: CaptureSequence | None = Field(
+        default=None,
+        description="The camera's capture sequence number (decimal text in the header); "
+        "copied unchanged into the verdict or dead letter.",
+    )
+    schema_version: FrameSchemaVersion = Field(
+        default=FRAME_SCHEMA_VERSION,
+        description="Version of this header set: 2 added part_id and sequence; 1 is accepted.",
     )
 
     @property
@@ -134,9 +176,13 @@ class FrameHeaders(BaseModel):
         return EXTENSION_BY_CONTENT_TYPE[self.content_type]
 
     def to_kafka_headers(self) -> KafkaHeaders:
-        """Kafka record headers, in the order of `HEADER_NAMES`."""
+        """Kafka record headers, in the order of `HEADER_NAMES`; absent optional ones left out."""
         values = self.model_dump(mode="json")
-        return [(header, str(values[field]).encode()) for field, header in HEADER_NAMES.items()]
+        return [
+            (header, str(values[field]).encode())
+            for field, header in HEADER_NAMES.items()
+            if values[field] is not None
+        ]
 
     @classmethod
     def from_kafka_headers(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> Self:
@@ -162,8 +208,10 @@ class FrameHeaders(BaseModel):
             if field in values and str(values[field]) != text:
                 invalid[name] = "repeated with different values"
                 continue
-            # Header values are text; the version is a number in the model.
-            values[field] = int(text) if field == "schema_version" and text.isdecimal() else text
+            # Header values are text; the version and the sequence are numbers in the model,
+            # written in plain ASCII digits (anything else stays text, and fails validation).
+            numeric = field in _NUMERIC_FIELDS and text.isascii() and text.isdecimal()
+            values[field] = int(text) if numeric else text
 
         # One validation pass reports every field at once; `schema_version` is
         # required on the wire (a camera must say which contract it speaks).
@@ -186,3 +234,30 @@ class FrameHeaders(BaseModel):
         if invalid:
             raise FrameHeadersError(missing, invalid)
         return parsed
+
+
+def part_identity(
+    headers: Iterable[tuple[str, bytes | None]] | None,
+) -> tuple[str | None, int | None]:
+    """(part id, capture sequence) read from raw headers, each None when absent or invalid.
+
+    For a frame whose headers as a whole do not parse (it becomes a dead letter),
+    so that the dead letter, and the PLC, still learn which part it was whenever
+    those two headers themselves are sound. The first occurrence of each counts.
+    """
+    found: dict[str, str] = {}
+    for name, raw in headers or ():
+        field = _FIELD_BY_HEADER.get(name)
+        if field in ("part_id", "sequence") and field not in found and raw is not None:
+            try:
+                found[field] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                found[field] = ""
+    part_id = found.get("part_id")
+    if part_id is not None and not re.fullmatch(PART_ID_PATTERN, part_id):
+        part_id = None
+    text = found.get("sequence", "")
+    sequence = int(text) if text.isascii() and text.isdecimal() else None
+    if sequence is not None and sequence > MAX_CAPTURE_SEQUENCE:
+        sequence = None
+    return part_id, sequence

@@ -11,6 +11,8 @@ to find kenpin's data on the broker:
   frame, keyed by camera id, so one camera's verdicts stay in order.
 - `kenpin.deadletter`: one `schemas.deadletters.DeadLetter` (JSON) per frame
   that could not be judged, keyed like the original record.
+- MQTT `kenpin/<line>/verdict`: what the PLC bridge (`kenpin-bridge`) publishes
+  per part when a plant uses an MQTT broker (docs/plc-integration.md).
 
 Line names have no dots (`schemas.common.Name`), so the line is whatever follows
 the last dot of a topic. Workers share the consumer group `kenpin-workers`:
@@ -59,3 +61,20 @@ def frames_topic_pattern(line_prefix: str = "", *, exact: bool = False) -> str:
 
 #: What a worker subscribes to by default: every line's frames.
 FRAMES_TOPIC_PATTERN = frames_topic_pattern()
+
+
+def verdicts_topic_pattern(line_prefix: str = "", *, exact: bool = False) -> str:
+    """Regex of the verdict topics whose line starts with `line_prefix` (all lines by default)."""
+    return f"^{re.escape(verdict_topic(line_prefix))}{'$' if exact else '.*'}"
+
+
+#: What the PLC bridge reads besides the frames: every line's verdicts.
+VERDICTS_TOPIC_PATTERN = verdicts_topic_pattern()
+
+#: MQTT, the PLC bridge's optional output: `kenpin/<line>/verdict`, the last outcome retained.
+MQTT_TOPIC_PREFIX = "kenpin/"
+
+
+def mqtt_verdict_topic(line: str, prefix: str = MQTT_TOPIC_PREFIX) -> str:
+    """`l1` -> `kenpin/l1/verdict`."""
+    return f"{prefix}{line}/verdict"

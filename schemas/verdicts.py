@@ -2,7 +2,8 @@
 
 The Kafka value is this model as JSON on `kenpin.verdicts.<line>`, keyed by
 camera id. Every field a sorter or a dashboard needs is in the value itself, so
-a consumer never has to look at the frame or its headers.
+a consumer never has to look at the frame or its headers: the PLC's part id
+and the capture sequence number, when the camera sent them, are copied here.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.common import FrameId, Name, UtcDatetime, utc_now
-from schemas.frames import FrameHeaders
+from schemas.frames import CaptureSequence, FrameHeaders, PartId
 
-VERDICT_SCHEMA_VERSION = 1
+#: Version 2 added part_id and sequence (null for frames that did not carry them).
+VERDICT_SCHEMA_VERSION = 2
 
 Result = Literal["ok", "ng"]
 
@@ -44,12 +46,25 @@ class Verdict(BaseModel):
         "appear shortly after the verdict: it is stored off the hot path.",
     )
     capture_time: UtcDatetime = Field(description="When the camera took the frame (UTC).")
+    part_id: PartId | None = Field(
+        default=None,
+        description="The PLC's part / trigger id from the frame's kenpin-part-id header, "
+        "unchanged; null when the frame had none.",
+    )
+    sequence: CaptureSequence | None = Field(
+        default=None,
+        description="The capture sequence number from the frame's kenpin-sequence header, "
+        "unchanged; null when the frame had none.",
+    )
     decision_time: UtcDatetime = Field(description="When the worker decided (UTC).")
     latency_ms: float = Field(
         description="decision_time - capture_time in milliseconds; negative only if the "
         "camera's clock runs ahead of the worker's."
     )
-    schema_version: Literal[1] = VERDICT_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = Field(
+        default=VERDICT_SCHEMA_VERSION,
+        description="2 added part_id and sequence; a version 1 verdict (older worker) has neither.",
+    )
 
     @model_validator(mode="after")
     def _heatmap_only_for_ng(self) -> Self:
@@ -83,6 +98,8 @@ class Verdict(BaseModel):
             model_version=model_version,
             heatmap_key=heatmap_key,
             capture_time=frame.capture_time,
+            part_id=frame.part_id,
+            sequence=frame.sequence,
             decision_time=decided,
             latency_ms=latency_ms,
         )

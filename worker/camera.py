@@ -6,7 +6,13 @@ the original file bytes as the value, the camera id as the key and the frame
 headers of the contract. It returns which file became which frame id, so a
 test can match every verdict to its ground truth.
 
+Like a camera triggered by a PLC, it can number its captures (`sequence_start`:
+the `kenpin-sequence` header counts up from there) and name the part of each
+(`part_id_prefix`: the `kenpin-part-id` header is the prefix and that number),
+so a demo or a test can follow a part from the trigger to the PLC's verdict.
+
     kenpin-worker camera --line l1 --fps 10 --source data/mvtec/bottle/test
+    kenpin-worker camera --line l1 --source DIR --part-id-prefix L1-P --sequence-start 1
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ class Producer(Protocol):
 
 
 class SentFrame(NamedTuple):
-    """One frame put on Kafka, and the file it came from."""
+    """One frame put on Kafka, the file it came from and the part identity it carried."""
 
     frame_id: str
     source: Path
+    part_id: str | None = None
+    sequence: int | None = None
 
 
 def list_images(source_dir: Path) -> list[Path]:
@@ -82,6 +90,8 @@ def stream_folder(
     product: str | None = None,
     camera: str = "cam-1",
     *,
+    part_id_prefix: str | None = None,
+    sequence_start: int | None = None,
     topic_prefix: str = FRAMES_TOPIC_PREFIX,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -93,6 +103,11 @@ def stream_folder(
     the producer accepts. Pacing follows a fixed schedule (frame i at i/fps),
     so slow sends do not accumulate drift. Flushes before returning and raises
     if any send failed.
+
+    `sequence_start` numbers the captures from that value (the `kenpin-sequence`
+    header); `part_id_prefix` names each part prefix + its number (the
+    `kenpin-part-id` header; numbered from `sequence_start`, or from 1). Neither
+    given: frames without part identity, as a camera without a PLC trigger sends.
     """
     images = list_images(Path(source_dir))
     if not images:
@@ -109,8 +124,11 @@ def stream_folder(
             delay = start + i / fps - clock()
             if delay > 0:
                 sleep(delay)
+        number = (1 if sequence_start is None else sequence_start) + i
         headers = FrameHeaders(
             frame_id=str(uuid.uuid4()),
+            part_id=None if part_id_prefix is None else f"{part_id_prefix}{number}",
+            sequence=None if sequence_start is None else number,
             line=line,
             camera=camera,
             product=product or infer_product(path),
@@ -122,7 +140,7 @@ def stream_folder(
                 topic, value=path.read_bytes(), key=key, headers=headers.to_kafka_headers()
             )
         )
-        sent.append(SentFrame(headers.frame_id, path))
+        sent.append(SentFrame(headers.frame_id, path, headers.part_id, headers.sequence))
     producer.flush()
     for future in futures:
         # flush() has resolved every future; get() re-raises a send that failed.

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from schemas.deadletters import DeadLetterReason
 from schemas.frames import (
     HEADER_NAMES,
+    OPTIONAL_HEADERS,
     FrameHeaders,
     FrameHeadersError,
     content_type_for_path,
@@ -33,7 +34,7 @@ def replace(headers: list[tuple[str, bytes]], name: str, value: bytes | None):
 
 
 def test_round_trip_through_kafka_headers():
-    frame = make_headers()
+    frame = make_headers(part_id="P-0001", sequence=41)
     kafka_headers = frame.to_kafka_headers()
     assert [name for name, _ in kafka_headers] == list(HEADER_NAMES.values())
     assert all(isinstance(v, bytes) for _, v in kafka_headers)
@@ -78,7 +79,7 @@ def test_missing_headers_are_all_named():
 def test_no_headers_at_all():
     with pytest.raises(FrameHeadersError) as info:
         FrameHeaders.from_kafka_headers(None)
-    assert info.value.missing == sorted(HEADER_NAMES.values())
+    assert info.value.missing == sorted(set(HEADER_NAMES.values()) - OPTIONAL_HEADERS)
 
 
 def test_invalid_and_missing_are_reported_together():
@@ -121,7 +122,7 @@ def test_unsupported_content_type_has_its_own_reason():
 
 
 def test_newer_schema_version_is_rejected():
-    headers = replace(make_headers().to_kafka_headers(), "kenpin-schema-version", b"2")
+    headers = replace(make_headers().to_kafka_headers(), "kenpin-schema-version", b"3")
     with pytest.raises(FrameHeadersError) as info:
         FrameHeaders.from_kafka_headers(headers)
     assert set(info.value.invalid) == {"kenpin-schema-version"}

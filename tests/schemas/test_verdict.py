@@ -37,7 +37,8 @@ def test_for_frame_copies_the_frame_and_computes_latency():
         "bottle",
     )
     assert verdict.latency_ms == pytest.approx(42.0)
-    assert verdict.schema_version == 1
+    assert verdict.schema_version == 2
+    assert (verdict.part_id, verdict.sequence) == (None, None)
 
 
 def test_json_round_trip_and_wire_format():

@@ -145,3 +145,22 @@ def test_failed_send_is_raised_after_flush(mvtec):
     with pytest.raises(RuntimeError, match="broker said no"):
         stream_folder(producer, "l1", mvtec, fps=0)
     assert producer.flushed
+
+
+def test_part_ids_and_sequence_numbers_like_a_plc_trigger(mvtec):
+    producer = FakeProducer()
+    sent = stream_folder(
+        producer, "l1", mvtec, fps=0, count=4, part_id_prefix="L1-P", sequence_start=100
+    )
+    parsed = [FrameHeaders.from_kafka_headers(r["headers"]) for r in producer.sent]
+    assert [(h.part_id, h.sequence) for h in parsed] == [
+        ("L1-P100", 100),
+        ("L1-P101", 101),
+        ("L1-P102", 102),
+        ("L1-P103", 103),
+    ]
+    assert [(s.part_id, s.sequence) for s in sent] == [(h.part_id, h.sequence) for h in parsed]
+    plain = FakeProducer()
+    stream_folder(plain, "l1", mvtec, fps=0, count=1)
+    names = [name for name, _ in plain.sent[0]["headers"]]
+    assert "kenpin-part-id" not in names and "kenpin-sequence" not in names
