@@ -23,8 +23,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: What the trainer may import of the worker: the model, the plane clients, logging.
-TRAINER_MAY_IMPORT = ("worker.model", "worker.control", "worker.storage", "worker.logs")
+#: What the trainer may import of the worker: the model, the plane clients, logging, and
+#: the metrics-and-probes HTTP server.
+TRAINER_MAY_IMPORT = (
+    "worker.model",
+    "worker.control",
+    "worker.storage",
+    "worker.logs",
+    "worker.http_endpoints",
+)
 
 #: Substrings that mark a topic name, a Redis key or an S3 key (regex escapes undone).
 CONTRACT_LITERALS = (
@@ -125,6 +132,46 @@ def test_the_model_package_is_self_contained():
 
 def test_nothing_in_worker_or_trainer_imports_deploy():
     found = violations(("worker", "trainer"), lambda m: within(m, "deploy"))
+    assert not found, "\n".join(found)
+
+
+#: What the console may import of the worker and the trainer: the plane clients, logging,
+#: and the trainer's service functions the operator commands are made of.
+CONSOLE_MAY_IMPORT = (
+    "worker.control",
+    "worker.storage",
+    "worker.kafka_io",
+    "worker.logs",
+    "trainer.service",
+)
+
+
+def test_the_console_uses_only_the_plane_clients_and_the_operator_functions():
+    found = violations(
+        ("console",),
+        lambda m: (
+            (
+                (within(m, "worker") or within(m, "trainer"))
+                and m not in ("worker", "trainer")
+                and not any(within(m, allowed) for allowed in CONSOLE_MAY_IMPORT)
+            )
+            or within(m, "deploy")
+            or within(m, "bridge")
+        ),
+    )
+    assert not found, "\n".join(found)
+
+
+def test_nothing_imports_the_console():
+    others = tuple(p for p in packages() if p != "console")
+    found = violations(others, lambda m: within(m, "console"))
+    assert not found, "\n".join(found)
+
+
+def test_the_bridge_imports_only_the_contracts():
+    """The PLC bridge runs beside the PLCs: nothing of the worker, trainer or console with it."""
+    others = [p for p in packages() if p not in ("bridge", "schemas")]
+    found = violations(("bridge",), lambda m: any(within(m, p) for p in others))
     assert not found, "\n".join(found)
 
 

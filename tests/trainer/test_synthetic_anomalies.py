@@ -42,6 +42,6 @@ def test_hard_fraction_averages_only_the_largest_distances():
 def test_hard_fraction_reaches_the_loss():
     t = [torch.randn(2, 8, 4, 4)]
     s = [torch.randn(2, 8, 4, 4)]
-    plain, _ = distillation_loss(t, s, LossWeights(spatial_kd=0.0))
+    plain, _ = distillation_loss(t, s, LossWeights(spatial_kd=0.0, hard_fraction=0.0))
     hard, _ = distillation_loss(t, s, LossWeights(spatial_kd=0.0, hard_fraction=0.1))
     assert hard > plain
