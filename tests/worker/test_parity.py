@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from schemas.manifest import ModelManifest, ProductThreshold, ReleaseFile
+from trainer.learning.config import DEFAULT_SCORING
 from trainer.learning.export import add_onnx_export
 from trainer.service.gate import GateImages, export_disagreements
 from worker.model.artifact import save_artifact, write_manifest
@@ -60,6 +61,7 @@ def release(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[str]]:
     frames, products = real_frames(real_images())
     torch.manual_seed(0)
     network = StudentTeacher("efficientnet_lite0").eval()
+    network.scoring = DEFAULT_SCORING  # what kenpin ships: pooled features, top-1 % score
     with torch.inference_mode():
         _, scores = network(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
     thresholds = {}
@@ -71,6 +73,7 @@ def release(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[str]]:
         created=datetime.now(UTC),
         backbone="efficientnet_lite0",
         image_size=SIZE,
+        scoring=DEFAULT_SCORING,
         files=[ReleaseFile(name="model.safetensors", sha256="0" * 64)],
         products={
             p: ProductThreshold(threshold=t, rule="median", normal_scores=0)

@@ -68,7 +68,8 @@ def image_scores(maps: torch.Tensor, scoring: Scoring = DEFAULT_SCORING) -> torc
     flat = maps.flatten(1)
     if scoring.top_fraction <= 0:
         return flat.amax(dim=1)
-    k = max(1, round(flat.shape[1] * scoring.top_fraction))
+    # a plain int even while the ONNX exporter traces (the map's size is fixed per release)
+    k = max(1, round(int(maps.shape[-2]) * int(maps.shape[-1]) * scoring.top_fraction))
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
