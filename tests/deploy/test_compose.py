@@ -243,10 +243,10 @@ def test_prometheus_scrapes_the_workers_and_trainer_on_their_metrics_ports(compo
 
 
 def test_the_deployment_guide_names_real_settings_and_every_alert():
-    """docs/deployment.md is what engineers copy from: its names must exist."""
-    guide = (DEPLOY.parent / "docs" / "deployment.md").read_text()
+    """docs/deploy.md is what engineers copy from: its names must exist."""
+    guide = (DEPLOY.parent / "docs" / "deploy.md").read_text()
     unknown = kenpin_names_in(guide) - all_setting_names()
-    assert not unknown, f"docs/deployment.md names {sorted(unknown)}, which are not settings"
+    assert not unknown, f"docs/deploy.md names {sorted(unknown)}, which are not settings"
     rules = yaml.safe_load((DEPLOY / "observability/prometheus/alerts.yml").read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
     assert not {a for a in alerts if f"`{a}`" not in guide}, "alerts missing from the guide"
