@@ -40,6 +40,7 @@ from bridge.logs import get_logger
 from bridge.settings import BridgeSettings
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders, FrameHeadersError, part_identity
+from schemas.kafka_client import security_config
 from schemas.topics import line_from_topic
 from schemas.verdicts import Verdict
 
@@ -51,29 +52,6 @@ RESPONSE_OVERHEAD_BYTES = 1024 * 1024
 #: How long the broker may hold a fetch that has nothing yet: bounds the delay a new
 #: record waits when another partition's fetch is in flight (kafka-python: 500 ms).
 FETCH_MAX_WAIT_MS = 50
-
-
-def security_config(settings: BridgeSettings) -> dict[str, Any]:
-    """Where the brokers are and how to reach them (TLS, SASL), as the workers reach them."""
-    protocol = settings.kafka_security_protocol
-    config: dict[str, Any] = {
-        "bootstrap_servers": [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()],
-        "security_protocol": protocol,
-    }
-    if protocol in ("SSL", "SASL_SSL"):
-        config["ssl_check_hostname"] = True
-        for option, path in (
-            ("ssl_cafile", settings.kafka_ssl_cafile),
-            ("ssl_certfile", settings.kafka_ssl_certfile),
-            ("ssl_keyfile", settings.kafka_ssl_keyfile),
-        ):
-            if path is not None:
-                config[option] = str(path)
-    if protocol.startswith("SASL_"):
-        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl_plain_username"] = settings.kafka_sasl_username
-        config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
-    return config
 
 
 def consumer_config(settings: BridgeSettings) -> dict[str, Any]:

@@ -16,7 +16,8 @@ that is decided here, in the client settings:
 - a consumer group new to a topic starts at its beginning
   (`auto_offset_reset="earliest"`): a new line's first frames are not skipped;
 - every client (consumer, producer, admin) reaches the brokers the same way:
-  TLS and SASL come from the settings through `security_config`, never from code;
+  TLS and SASL come from the settings through `schemas.kafka_client.security_config`
+  (shared with the console and the PLC bridge), never from code;
 - a topic kenpin creates gets its retention and largest record size from the
   settings (`retention.ms`, `max.message.bytes`), sized for full-resolution frames.
 
@@ -28,16 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-from pathlib import Path
 from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
-from pydantic import SecretStr
 
 from schemas.deadletters import DeadLetter
+from schemas.kafka_client import KafkaConnection, security_config
 from schemas.topics import VERDICTS_TOPIC_PREFIX, verdict_topic
 from schemas.verdicts import Verdict
 
@@ -46,57 +46,17 @@ FETCH_MAX_BYTES = 52_428_800
 RESPONSE_OVERHEAD_BYTES = 1024 * 1024
 
 
-class KafkaSettings(Protocol):
+class KafkaSettings(KafkaConnection, Protocol):
     """The settings this module reads (a subset of WorkerSettings)."""
 
-    kafka_bootstrap: str
     frames_topic_pattern: str
     consumer_group: str
     session_timeout_ms: int
     metadata_max_age_ms: int
     kafka_max_message_bytes: int
     max_batch: int
-    kafka_security_protocol: str
-    kafka_sasl_mechanism: str | None
-    kafka_sasl_username: str | None
-    kafka_sasl_password: SecretStr
-    kafka_ssl_cafile: Path | None
-    kafka_ssl_certfile: Path | None
-    kafka_ssl_keyfile: Path | None
     topic_retention_ms: int
     topic_max_message_bytes: int
-
-
-def bootstrap_servers(settings: KafkaSettings) -> list[str]:
-    """`"a:9092, b:9092"` -> `["a:9092", "b:9092"]`."""
-    return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
-
-
-def security_config(settings: KafkaSettings) -> dict[str, Any]:
-    """Where the brokers are and how to reach them: what every kenpin Kafka client shares.
-
-    kafka-python's own names; only what the protocol uses is set, so a PLAINTEXT
-    client carries no stray TLS or SASL options.
-    """
-    protocol = settings.kafka_security_protocol
-    config: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers(settings),
-        "security_protocol": protocol,
-    }
-    if protocol in ("SSL", "SASL_SSL"):
-        config["ssl_check_hostname"] = True
-        for option, path in (
-            ("ssl_cafile", settings.kafka_ssl_cafile),
-            ("ssl_certfile", settings.kafka_ssl_certfile),
-            ("ssl_keyfile", settings.kafka_ssl_keyfile),
-        ):
-            if path is not None:
-                config[option] = str(path)
-    if protocol.startswith("SASL_"):
-        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl_plain_username"] = settings.kafka_sasl_username
-        config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
-    return config
 
 
 def topic_configs(settings: KafkaSettings) -> dict[str, str]:
