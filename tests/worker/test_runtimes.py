@@ -84,3 +84,25 @@ def test_a_runtime_is_refused_at_a_precision_it_does_not_run():
     with pytest.raises(ValidationError, match="openvino runs at"):
         WorkerSettings(runtime="openvino", precision="fp16")
     assert WorkerSettings(runtime="openvino", precision="bf16").runtime == "openvino"
+
+
+@pytest.mark.parametrize("streams", [0, 1])
+def test_openvino_returns_each_frames_result_in_its_place(tmp_path, streams):
+    """A batch is spread over requests that finish in any order; results keep the frames'."""
+    from worker.model.runtimes.onnx_export import export_onnx
+    from worker.model.runtimes.openvino_engine import OpenVinoEngine
+
+    path = export_onnx(
+        serving_copy(trained_looking(), torch.zeros(1, 3, SIZE, SIZE)),
+        SIZE,
+        tmp_path / "network.onnx",
+    )
+    engine = OpenVinoEngine(path, "fp32", streams=streams)
+    batch = np.stack(frames(7))
+    scores, maps = engine(batch)
+    assert scores.shape == (7,) and maps.shape == (7, SIZE, SIZE)
+    for index, frame in enumerate(batch):
+        alone_scores, alone_maps = engine(frame[None])
+        assert scores[index] == pytest.approx(alone_scores[0], rel=1e-5)
+        np.testing.assert_allclose(maps[index], alone_maps[0], rtol=1e-4, atol=1e-5)
+    assert len(set(scores.tolist())) == 7  # distinct frames: a mix-up could not pass
