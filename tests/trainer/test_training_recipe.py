@@ -86,3 +86,15 @@ def test_a_config_is_frozen_and_copied_with_changes():
     with pytest.raises(ValidationError):
         config.epochs = 3
     assert config.model_copy(update={"epochs": 3}).epochs == 3 and config.epochs == 12
+
+
+def test_bf16_units_are_read_off_the_cpu_flags(tmp_path):
+    from trainer.learning.train import cpu_has_bf16_units
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    amx = tmp_path / "amx"
+    amx.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert not cpu_has_bf16_units(avx2)
+    assert cpu_has_bf16_units(amx)
+    assert cpu_has_bf16_units(tmp_path / "missing")  # unknown: no warning
