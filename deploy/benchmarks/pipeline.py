@@ -21,7 +21,11 @@ Steps 1-3 are repeated for every `--runtime` (runtime:precision; a compiled
 runtime runs the artifact's ONNX export, made into the output folder when the
 artifact has none). The frames are the real images of --source (an
 MVTec-layout folder), so the NG share, and with it the heatmap work, is what
-that data gives.
+that data gives: every test image by default (mostly defects, a worst case for
+the heatmap work), or only the normal test parts with `--frames-from test/good`
+(what a line mostly sees). Step 2 also prints how many cores each process kept
+busy while the worker drained the backlog (worker, broker, S3 server, Redis,
+this benchmark's verdict reader): on one machine they share the same cores.
 """
 
 from __future__ import annotations
@@ -119,28 +123,53 @@ def _content_type(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-class RssSampler:
-    """Peak resident memory of a process and its children, sampled in a thread."""
+class ProcessSampler:
+    """Peak resident memory of the worker (and its children), and CPU time of every process
+    on the path, sampled in a thread: where the cores went while the worker drained."""
 
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
+    def __init__(self, worker_pid: int, others: dict[str, int], every_s: float = 0.25) -> None:
         self.peak = 0
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (wall time, CPU s by name)
+        self._worker = psutil.Process(worker_pid)
+        self._others = {name: psutil.Process(pid) for name, pid in others.items()}
         self._stop = threading.Event()
-        self._process = psutil.Process(pid)
         self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _cpu(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
 
     def _run(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             try:
-                tree = [self._process, *self._process.children(recursive=True)]
+                tree = [self._worker, *self._worker.children(recursive=True)]
                 self.peak = max(self.peak, sum(p.memory_info().rss for p in tree))
             except psutil.Error:
                 return
+            cpu = {"worker": self._cpu(tree)}
+            cpu.update({name: self._cpu([p]) for name, p in self._others.items()})
+            self.samples.append((time.time(), cpu))
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+    def cores(self, start: float, end: float) -> dict[str, float]:
+        """Cores each process kept busy between wall times `start` and `end` (mean)."""
+        inside = [(t, cpu) for t, cpu in self.samples if start <= t <= end]
+        if len(inside) < 2:
+            return {}
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        return {name: (last[name] - first[name]) / (t1 - t0) for name in first}
 
 
 def collect(bootstrap: str, topics: list[str], expected: int, timeout_s: float) -> list:
@@ -193,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     parser.add_argument("--frames", type=int, default=480, help="backlog size")
+    parser.add_argument(
+        "--frames-from",
+        default="test",
+        choices=["test", "test/good"],
+        help="each product's folder the cameras stream: test (every test image, mostly "
+        "defects: an NG-heavy worst case) or test/good (normal parts, as a line mostly "
+        "sees: NG only where the model raises a false alarm)",
+    )
     parser.add_argument("--lines", type=int, default=2, help="lines streaming in the latency run")
     parser.add_argument(
         "--latency-fps", type=float, default=20.0, help="frames/s of each line's camera"
@@ -299,7 +336,7 @@ def run_stack(
         stream_folder(
             producer,
             line,
-            product.root / "test",
+            product.root / args.frames_from,
             fps=0,
             count=args.frames // len(products),
             product=product.name,
@@ -307,7 +344,8 @@ def run_stack(
     producer.close()
     sent = args.frames // len(products) * len(products)
     worker = start_worker(env, out / f"worker-throughput-{runtime}-{precision}.log")
-    rss = RssSampler(worker.pid)
+    servers = {server.name: server.pid for server in stack.servers()}
+    rss = ProcessSampler(worker.pid, {**servers, "benchmark (collector)": os.getpid()})
     try:
         verdicts = collect(s.kafka_bootstrap, [verdict_topic(line)], sent, 900)
     finally:
@@ -319,6 +357,12 @@ def run_stack(
     rate = sum(t > times[0] for t in times) / (times[-1] - times[0])
     ng = sum(v.result == "ng" for v in verdicts)
     print(f"pipeline: {len(verdicts)}/{sent} verdicts ({ng} NG with heatmap), {rate:.1f} frames/s")
+    cores = rss.cores(times[0], times[-1])
+    print(
+        f"cores busy while draining ({os.cpu_count()} in all): "
+        + ", ".join(f"{name} {used:.2f}" for name, used in cores.items()),
+        flush=True,
+    )
 
     # latency: every line's camera at the nominal rate, all at once
     port = free_port()
@@ -336,7 +380,7 @@ def run_stack(
         },
         out / f"worker-latency-{runtime}-{precision}.log",
     )
-    rss = RssSampler(worker.pid)
+    rss = ProcessSampler(worker.pid, {})
     # each camera sends the same number of frames of every product
     per_line = max(1, int(args.latency_fps * args.latency_seconds) // len(products)) * len(products)
     try:
@@ -368,6 +412,7 @@ def run_stack(
         "p50": float(p50),
         "p99": float(p99),
         "rss": peak,
+        "cores": cores,
     }
 
 
@@ -382,7 +427,7 @@ def _camera(
             stream_folder(
                 producer,
                 line,
-                product.root / "test",
+                product.root / args.frames_from,
                 fps=args.latency_fps,
                 count=per_product,
                 product=product.name,

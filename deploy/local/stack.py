@@ -202,6 +202,10 @@ class LocalStack:
         assert isinstance(raw, list)
         return [ServerProcess.from_json(item) for item in raw]
 
+    def servers(self) -> list[ServerProcess]:
+        """The server processes recorded in this state directory (name, pid, log)."""
+        return self._servers(self._read_state())
+
     def is_running(self) -> bool:
         """True if every server recorded in the state directory still runs."""
         servers = self._servers(self._read_state())
