@@ -3,7 +3,8 @@
 import json
 
 from trainer.learning.data import discover, split_test
-from trainer.research.sweep import format_sweep, run_sweep
+from trainer.research.sweep import LabelledScorer, format_sweep, run_sweep
+from worker.model.network import StudentTeacher
 
 
 def test_tune_and_holdout_halves_partition_each_defect_type(synthetic_data):
@@ -35,6 +36,17 @@ def test_sweep_scores_every_epoch_and_resumes_from_its_journal(synthetic_data, t
     for trial in trials:  # each trial's kept checkpoint is an artifact
         assert (tmp_path / trial / "model" / "manifest.json").is_file()
         assert (tmp_path / trial / "epochs.png").stat().st_size > 0
+
+
+def test_a_trial_with_another_teacher_gets_its_own_test_features(synthetic_data):
+    """Lite0 and Lite2 differ in channels (112 / 120 at stride 16): a sweep that trains
+    both must not score the second with the first one's cached teacher features."""
+    lite0, lite2 = StudentTeacher("efficientnet_lite0"), StudentTeacher("efficientnet_lite2")
+    first = LabelledScorer.reuse(None, synthetic_data, 64, lite0)
+    assert LabelledScorer.reuse(first, synthetic_data, 64, lite0) is first
+    second = LabelledScorer.reuse(first, synthetic_data, 64, lite2)
+    assert second is not first
+    assert second.scores(lite2.eval()).shape == (len(first.images),)
 
 
 def test_cosine_schedule_decays_the_rate_to_one_percent_at_the_last_step():

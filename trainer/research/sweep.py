@@ -78,6 +78,11 @@ TRIALS: dict[str, TrainConfig] = {
         )
     ),
 }
+# The default recipe with the larger ImageNet teacher (Lite2: 24/48/120 channels; its
+# nearest-neighbour probe on the tiles is above Lite0's).
+TRIALS["b_hard0.1_denoise0.5_cos_lite2"] = TRIALS["b_hard0.1_denoise0.5_cos"].model_copy(
+    update=dict(backbone="efficientnet_lite2")
+)
 
 
 class LabelledScorer:
@@ -95,6 +100,18 @@ class LabelledScorer:
                 self.index[f"{product.name}/{part}"] = list(range(start, len(images)))
         self.images = np.stack(images)
         self.teacher = teacher_pyramid(network, self.images)
+        self.teacher_name = (network.backbone, image_size)
+
+    @classmethod
+    def reuse(
+        cls, scorer: LabelledScorer | None, data_dir: Path, image_size: int, network: StudentTeacher
+    ) -> LabelledScorer:
+        """`scorer` if it holds this network's teacher features, else a new one: the test
+        images' teacher features are computed once per teacher and size, never reused
+        for another teacher (Lite0 has 112 channels at stride 16, Lite2 120)."""
+        if scorer is not None and scorer.teacher_name == (network.backbone, image_size):
+            return scorer
+        return cls(data_dir, image_size, network)
 
     def scores(self, network: StudentTeacher) -> np.ndarray:
         """Image score of every test image as the network scores, plain student (fp32)."""
@@ -189,8 +206,7 @@ def run_sweep(
             size: int = config.image_size,
         ) -> None:
             nonlocal scorer
-            if scorer is None:
-                scorer = LabelledScorer(data_dir, size, network)
+            scorer = LabelledScorer.reuse(scorer, data_dir, size, network)
             row = {
                 "trial": name,
                 "epoch": record["epoch"],
