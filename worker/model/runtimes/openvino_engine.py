@@ -29,7 +29,8 @@ class OpenVinoEngine:
     """`path` (an ONNX export, sha256 checked by the caller) compiled for OpenVINO's CPU plugin.
 
     `streams` 0 lets OpenVINO choose the number of streams for this CPU; 1 runs
-    every frame on all cores in turn (the LATENCY hint).
+    every frame on all cores in turn (the LATENCY hint). One caller at a time, as the
+    worker's loop calls it: a batch's results are gathered in the engine itself.
     """
 
     runtime = "openvino"
