@@ -26,6 +26,7 @@ from deploy.local.stack import LocalStack
 from schemas.object_layout import HEATMAP_PREFIX
 from schemas.settings import settings_env
 from schemas.topics import DEADLETTER_TOPIC, frames_topic, verdict_topic
+from worker.model.runtime import fastest_precision, resolve_device
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,9 @@ def train_model(data: Path, out: Path, image_size: int, epochs: int) -> Path:
     from trainer.learning.export import export
     from trainer.learning.train import train
 
-    config = TrainConfig(image_size=image_size, epochs=epochs, batch_size=16, bf16=True)
+    # bf16 only where the CPU computes it natively: emulated, it is ten times slower
+    bf16 = fastest_precision(resolve_device("cpu")) == "bf16"
+    config = TrainConfig(image_size=image_size, epochs=epochs, batch_size=16, bf16=bf16)
     started = time.perf_counter()
     result = train(data, config)
     manifest = export(result, out)
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_settings = dict(
             model_path=model,
             device="cpu",
-            precision="bf16",
+            precision=fastest_precision(resolve_device("cpu")),
             log_format="json",
             metrics_port=metrics_port,
             session_timeout_ms=6000,

@@ -27,6 +27,7 @@ from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
 from schemas.settings import settings_env
 from trainer.service.settings import TrainerSettings
+from worker.model.runtime import fastest_precision, resolve_device
 from worker.settings import WorkerSettings
 
 
@@ -86,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
         t = time.perf_counter()
         config = TrainConfig(
-            image_size=args.image_size, epochs=args.bootstrap_epochs, batch_size=16, bf16=True
+            image_size=args.image_size,
+            epochs=args.bootstrap_epochs,
+            batch_size=16,
+            bf16=fastest_precision(resolve_device("auto")) == "bf16",  # emulated: 10x slower
         )
         bootstrap = export(
             train(args.data, config, progress=False), out / "bootstrap", version="bootstrap"

@@ -89,7 +89,7 @@ def test_a_config_is_frozen_and_copied_with_changes():
 
 
 def test_bf16_units_are_read_off_the_cpu_flags(tmp_path):
-    from trainer.learning.train import cpu_has_bf16_units
+    from worker.model.runtime import cpu_has_bf16_units
 
     avx2 = tmp_path / "avx2"
     avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
@@ -98,3 +98,15 @@ def test_bf16_units_are_read_off_the_cpu_flags(tmp_path):
     assert not cpu_has_bf16_units(avx2)
     assert cpu_has_bf16_units(amx)
     assert cpu_has_bf16_units(tmp_path / "missing")  # unknown: no warning
+
+
+def test_bf16_is_chosen_only_where_it_is_native(monkeypatch):
+    import torch
+
+    from worker.model import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: False)
+    assert runtime.fastest_precision(torch.device("cpu")) == "fp32"
+    assert runtime.fastest_precision(torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: True)
+    assert runtime.fastest_precision(torch.device("cpu")) == "bf16"

@@ -26,7 +26,7 @@ from trainer.learning.losses import distillation_loss
 from trainer.learning.synthetic_anomalies import draw_on_some, make_anomalies
 from worker.model.anomaly_map import score_pyramids
 from worker.model.network import StudentTeacher
-from worker.model.runtime import resolve_device
+from worker.model.runtime import cpu_has_bf16_units, resolve_device
 
 log = structlog.get_logger(__name__)
 
@@ -118,18 +118,6 @@ def prepare_splits(products: list[Product], config: TrainConfig) -> list[Split]:
     return [
         Split(p.name, *split_normals(p.normals, config.val_fraction, config.seed)) for p in products
     ]
-
-
-def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX), read from Linux's flags.
-
-    Elsewhere (no such file) the answer is True: no warning rather than a wrong one.
-    """
-    try:
-        flags = cpuinfo.read_text().split()
-    except OSError:
-        return True
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def train(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,29 @@ from worker.model.runtimes import Engine
 from worker.model.runtimes.torch_engine import TorchEngine
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX), read from Linux's flags.
+
+    Elsewhere (no such file) the answer is True: no warning rather than a wrong one.
+    """
+    try:
+        flags = cpuinfo.read_text().split()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def fastest_precision(device: torch.device) -> str:
+    """bf16 where it is computed natively (CUDA, or a CPU with bf16 units), else fp32.
+
+    On a CPU without bf16 units torch emulates it: measured on a 2-core AVX2 CPU, the
+    Lite0 pair served 1.3-1.8 images/s in bf16 against 44-54 in fp32.
+    """
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_units()):
+        return "bf16"
+    return "fp32"
 
 
 def resolve_device(device: str) -> torch.device:
