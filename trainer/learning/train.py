@@ -149,7 +149,7 @@ def train(
     if config.bf16 and device.type == "cpu" and not cpu_has_bf16_units():
         log.warning(
             "bf16 on a CPU without bf16 units is emulated and far slower than fp32 "
-            "(Lite0 pair, batch 16, 2-core AVX2: 17.5 s per step against 1.8 s); "
+            "(Lite2 pair, batch 16, 2-core AVX2: 16.5 s per step against 1.3 s); "
             "train with --no-bf16 here"
         )
     network.to(device, memory_format=torch.channels_last)
