@@ -8,9 +8,10 @@ such CPUs by default.
 A batch is judged as one request per frame, spread over OpenVINO's CPU streams
 (its THROUGHPUT hint: each stream a few cores, as many streams as pay). These
 networks are depthwise convolutions on small feature maps, which do not spread
-well over many cores inside one request: measured on a 2-core CPU with the
-default Lite0 release, batch 16 as one request on both cores (the LATENCY hint)
-ran 30-33 frames/s, as 16 one-frame requests over 2 streams 51-55. The model is
+well over many cores inside one request: measured side by side on a quiet 2-core
+CPU with a Lite0 release, batch 16 as one request on both cores (the LATENCY hint)
+ran 39-42 frames/s, as 16 one-frame requests over 2 streams 66 (and 95 in
+`kenpin-trainer bench`, where this engine serves batch 1 at 48). The model is
 compiled for exactly one frame (a static shape), which OpenVINO's CPU plugin
 runs faster than a dynamic batch axis.
 """
