@@ -117,6 +117,45 @@ class Scoring(BaseModel):
         return f"s{'+'.join(map(str, self.scales))} {pool} {score}"
 
 
+class ProductMemory(BaseModel):
+    """One product's share of a memory head."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rows: int = Field(ge=1, description="memory rows chosen from this product's normals")
+    weight: float = Field(
+        gt=0,
+        description="what a distance to one of these rows is multiplied by before it is "
+        "added to the student–teacher map",
+    )
+
+
+class MemoryHead(BaseModel):
+    """A nearest-neighbour memory of the teacher's normal patches, fused with the
+    student–teacher map (`worker.model.memory_head`); its rows and their weights ship
+    in the weights file (`memory`, `memory_weights`).
+
+    Fitted once a student is trained (`trainer.learning.memory_fit`): each product's
+    rows are chosen from its training normals, and weighted so that, on that product's
+    held-out normals, a standard deviation of the memory's image scores counts as much
+    as one of the student–teacher's.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    patches: int = Field(ge=1, description="rows of the memory, all products together")
+    channels: int = Field(ge=1, description="features per row")
+    stride: int = Field(description="the pixel stride of the patch grid the memory is queried on")
+    products: dict[str, ProductMemory] = Field(default_factory=dict)
+
+    @field_validator("stride")
+    @classmethod
+    def _known_stride(cls, value: int) -> int:
+        if value not in (8, 16):
+            raise ValueError("stride must be 8 or 16 (the teacher's stride-8 and -16 maps)")
+        return value
+
+
 class ModelManifest(BaseModel):
     """Sidecar JSON of a model artifact. Its files are trusted only if their sha256 match."""
 
@@ -146,6 +185,11 @@ class ModelManifest(BaseModel):
     scoring: Scoring = Field(
         default_factory=Scoring,
         description="how maps and scores are made; absent in older manifests (the defaults)",
+    )
+    memory_head: MemoryHead | None = Field(
+        default=None,
+        description="the teacher's normal-patch memory fused into the map (absent: the "
+        "student–teacher map alone)",
     )
     training: dict = Field(default_factory=dict, description="losses, DCAM, epochs, seed, ...")
     metrics: dict = Field(default_factory=dict)

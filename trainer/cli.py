@@ -143,6 +143,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_memory(args: argparse.Namespace) -> int:
+    from trainer.learning.export import export_with_memory
+
+    if args.memory_patches < 1:
+        raise UsageError("--memory-patches: at least 1 (a release without a head is the input)")
+    try:
+        manifest = export_with_memory(
+            args.model,
+            args.data,
+            args.out,
+            args.memory_patches,
+            args.memory_stride,
+            quantile=args.threshold_quantile,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    head = manifest.memory_head
+    assert head is not None
+    print(f"wrote {args.out} version {manifest.version} (from {manifest.parent_version})")
+    for product, entry in manifest.products.items():
+        share = head.products[product]
+        print(
+            f"  {product}: {share.rows} memory rows, weight {share.weight:.4f}, "
+            f"threshold {entry.threshold:.4f}"
+        )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from trainer.learning.evaluate import evaluate_artifact, format_defects, format_table
 
@@ -154,6 +182,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(format_table({"model": report}))
+    for product, metrics in report["products"].items():
+        halves = metrics["image_auroc_by_half"].items()
+        print(f"{product}: image AUROC " + ", ".join(f"{k} {100 * v:.1f}" for k, v in halves))
     print("\nper defect: image AUROC / AU-PRO / recall at the threshold (%)")
     print(format_defects({"model": report}))
     return 0
@@ -236,6 +267,18 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
     add_field_flags(p, TRAIN_FIELDS)
     add_field_flags(p, {"threshold_quantile": TrainerSettings.model_fields["threshold_quantile"]})
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser(
+        "memory",
+        help="a trained release again, with a memory head fitted on its training normals "
+        "and thresholds calibrated on the fused map",
+    )
+    p.add_argument("--model", type=Path, required=True, help="the trained release's folder")
+    p.add_argument("--data", type=Path, required=True, help="the data it was trained on")
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    add_field_flags(p, {n: TRAIN_FIELDS[n] for n in ("memory_patches", "memory_stride")})
+    add_field_flags(p, {"threshold_quantile": TrainerSettings.model_fields["threshold_quantile"]})
+    p.set_defaults(run=cmd_memory)
 
     p = sub.add_parser("eval", help="evaluate an artifact on the test split")
     p.add_argument("--model", type=Path, required=True)

@@ -65,7 +65,8 @@ def test_the_manifests_record_of_a_config_keeps_its_shape():
     assert list(recorded) == [
         "architecture", "backbone", "teacher_weights", "image_size", "epochs", "batch_size",
         "lr", "lr_schedule", "momentum", "weight_decay", "dcam", "losses", "val_fraction",
-        "seed", "bf16", "checkpoint", "denoise_fraction", "device", "scoring",
+        "seed", "bf16", "checkpoint", "denoise_fraction", "memory_patches", "memory_stride",
+        "device", "scoring",
     ]  # fmt: skip
     assert recorded["architecture"] == "student_teacher"
     assert recorded["losses"]["spatial_kd"] == 0.01

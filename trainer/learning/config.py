@@ -21,7 +21,7 @@ import copy
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from schemas.manifest import Scoring
@@ -130,6 +130,19 @@ class TrainConfig(BaseModel):
         "of the clean image; the student learns to answer normal where a part is not, "
         "instead of generalising to defects (0: the paper's plain distillation).",
     )
+    memory_patches: int = Field(
+        default=2000,
+        ge=0,
+        description="Memory head: this many of the teacher's normal patches per product, "
+        "chosen once the student is trained, whose nearest-neighbour distance map is added "
+        "to the student-teacher map (worker/model/memory_head.py; 0: the student-teacher "
+        "map alone, as the paper).",
+    )
+    memory_stride: int = Field(
+        default=16,
+        description="Pixel stride of the patch grid the memory head is queried on: 16, or 8 "
+        "(four times the patches, and the cost).",
+    )
     device: Device = Field(
         default="auto", description="Where training runs; auto: CUDA when present, else the CPU."
     )
@@ -139,6 +152,13 @@ class TrainConfig(BaseModel):
         'calibration); JSON in a setting or a recipe: {"scales": [1, 2], "feature_pool": 3, '
         '"top_fraction": 0.01}.',
     )
+
+    @field_validator("memory_stride")
+    @classmethod
+    def _memory_stride(cls, value: int) -> int:
+        if value not in (8, 16):
+            raise ValueError("memory_stride must be 8 or 16 (the teacher's stride-8 and -16 maps)")
+        return value
 
     def as_dict(self) -> dict:
         """The manifest's record of the run: plain JSON values, nested as the fields."""
@@ -155,6 +175,7 @@ PAPER = TrainConfig(
     epochs=50,
     lr_schedule="constant",
     denoise_fraction=0.0,
+    memory_patches=0,
     losses=PAPER_LOSSES,
     scoring=Scoring(),
 )

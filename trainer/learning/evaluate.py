@@ -10,7 +10,7 @@ import numpy as np
 import structlog
 from tqdm import tqdm
 
-from trainer.learning.data import Product, discover, read_mask, read_rgb
+from trainer.learning.data import TEST_PARTS, Product, discover, read_mask, read_rgb, split_test
 from trainer.learning.detection_metrics import (
     au_pro,
     auroc,
@@ -63,8 +63,14 @@ def product_metrics(
         "pixel_auroc": auroc(masks, maps),
         "au_pro": au_pro(masks, maps),
         "at_2pct_false_alarms": recall_at_false_alarms(labels, scores, 0.02),
+        "image_auroc_by_half": {},  # the halves choices are made on (tune) and checked on
         "per_defect": {},
     }
+    position = {item.path: i for i, item in enumerate(product.test)}
+    for part in TEST_PARTS:
+        picked = [position[item.path] for item in split_test(product.test, part)]
+        if len(set(labels[picked])) == 2:
+            metrics["image_auroc_by_half"][part] = auroc(labels[picked], scores[picked])
     good = defects == "good"
     for defect in sorted(set(defects) - {"good"}):
         pick = good | (defects == defect)

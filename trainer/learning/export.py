@@ -19,10 +19,13 @@ from torch import nn
 
 from schemas.manifest import ModelManifest, ReleaseFile
 from trainer.learning.calibrate import DEFAULT_QUANTILE, calibrate
+from trainer.learning.data import discover, fingerprint, read_images, split_normals
+from trainer.learning.memory_fit import fit_memory_head
 from trainer.learning.train import TrainResult
 from worker.model.artifact import WEIGHTS_FILE, save_artifact, write_manifest
 from worker.model.backbones import sha256_file
 from worker.model.parity import check_parity, smoke_frames
+from worker.model.release import load_network
 from worker.model.runtime import InspectionModel
 from worker.model.runtimes import ONNX_FILE, open_export
 from worker.model.runtimes.onnx_export import export_onnx
@@ -101,3 +104,56 @@ def add_onnx_export(network: nn.Module, manifest: ModelManifest, out_dir: Path) 
     manifest = manifest.model_copy(update={"files": files})
     write_manifest(Path(out_dir), manifest)
     return manifest
+
+
+def export_with_memory(
+    model_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    patches: int,
+    stride: int = 16,
+    quantile: float = DEFAULT_QUANTILE,
+    progress: bool = True,
+) -> ModelManifest:
+    """A new release of a trained release's student with a memory head fitted on `data_dir`.
+
+    The normals are split as the release's training split them (its `val_fraction` and
+    `seed`), so the memory is drawn from the images the student trained on and the
+    thresholds are calibrated again, on the fused map, on the ones it did not. A
+    release trained on other data is refused: its held-out normals are unknown here.
+    """
+    network, manifest = load_network(model_dir)
+    network.drop_memory()
+    val_fraction = float(manifest.training.get("val_fraction", 0.2))
+    seed = int(manifest.training.get("seed", 0))
+    splits = [(p.name, *split_normals(p.normals, val_fraction, seed)) for p in discover(data_dir)]
+    used = fingerprint([path for _, train, val in splits for path in (*train, *val)])
+    if manifest.data.get("fingerprint") not in (None, used):
+        raise ValueError(
+            f"{model_dir} was trained on other normals than {data_dir}'s "
+            f"(fingerprint {manifest.data['fingerprint'][:12]}, here {used[:12]})"
+        )
+    size = manifest.image_size
+    val_scores = fit_memory_head(
+        network,
+        {name: read_images(train, size) for name, train, _ in splits},
+        {name: read_images(val, size) for name, _, val in splits},
+        patches,
+        stride,
+        seed,
+        progress=progress,
+    )
+    network.cpu().eval()
+    release = manifest.model_copy(
+        update={
+            "version": new_version(),
+            "created": datetime.now(UTC),
+            "memory_head": network.memory_head,
+            "products": calibrate(val_scores, quantile),
+            "training": {**manifest.training, "memory_patches": patches, "memory_stride": stride},
+            "metrics": {},
+            "parent_version": manifest.version,
+        }
+    )
+    release = save_artifact(network, release, Path(out_dir))
+    return add_onnx_export(network, release, Path(out_dir))

@@ -23,6 +23,7 @@ from trainer.learning.data import Product, discover, fingerprint, read_images, s
 from trainer.learning.dcam import DCAM
 from trainer.learning.detection_metrics import auroc
 from trainer.learning.losses import distillation_loss
+from trainer.learning.memory_fit import fit_memory_head
 from trainer.learning.synthetic_anomalies import draw_on_some, make_anomalies
 from worker.model.anomaly_map import score_pyramids
 from worker.model.network import StudentTeacher
@@ -265,6 +266,20 @@ def train(
             name: student_scores(network, imgs, val_teacher[name])[0]
             for name, imgs in val_images.items()
         }
+    if config.memory_patches > 0:  # calibrated on the fused map from here on
+        offsets = np.cumsum([0] + [len(s.train) for s in splits])
+        best_scores = fit_memory_head(
+            network,
+            {
+                s.product: train_images[a:b]
+                for s, a, b in zip(splits, offsets[:-1], offsets[1:], strict=True)
+            },
+            val_images,
+            config.memory_patches,
+            config.memory_stride,
+            config.seed,
+            progress=progress,
+        )
     network.to("cpu").eval()  # artifacts are written, and calibrated scores kept, on the CPU
     if dcam is not None:
         dcam.to("cpu")

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from schemas.manifest import ModelManifest, Normalisation, Scoring
-from worker.model.anomaly_map import score_pyramids
+from schemas.manifest import MemoryHead, ModelManifest, Normalisation, Scoring
+from worker.model.anomaly_map import default_sigma, image_scores, score_pyramids
 from worker.model.backbones import BACKBONES, backbone_spec, build_pyramid, build_teacher
+from worker.model.memory_head import memory_map
 from worker.model.registry import register
 
 
@@ -24,6 +25,11 @@ class StudentTeacher(nn.Module):
     Input is a uint8 or float batch in [0, 255], (N, 3, H, W) RGB; normalisation lives
     inside the network so that every caller (trainer, worker, benchmark) feeds the
     same thing and a manifest cannot disagree with the weights.
+
+    With a `memory_head` (`worker.model.memory_head`), the served map is the
+    student–teacher map fused with the teacher's nearest-neighbour map; the memory's
+    rows and their weights are the buffers `memory` and `memory_weights`, saved with the
+    network's weights.
     """
 
     def __init__(
@@ -32,6 +38,7 @@ class StudentTeacher(nn.Module):
         teacher: nn.Module | None = None,
         scoring: Scoring | None = None,
         normalisation: Normalisation | None = None,
+        memory_head: MemoryHead | None = None,
     ) -> None:
         super().__init__()
         spec = backbone_spec(backbone)
@@ -53,6 +60,27 @@ class StudentTeacher(nn.Module):
         std = torch.tensor(normalisation.std).view(1, 3, 1, 1) * 255.0
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+        self.memory_head: MemoryHead | None = None
+        if memory_head is not None:  # the rows come with the release's weights
+            rows, channels = memory_head.patches, memory_head.channels
+            self.set_memory(torch.zeros(rows, channels), torch.ones(rows), memory_head)
+
+    def set_memory(self, memory: torch.Tensor, weights: torch.Tensor, head: MemoryHead) -> None:
+        """Add the teacher's weighted nearest-neighbour map to the served map from now on."""
+        if tuple(memory.shape) != (head.patches, head.channels) or weights.shape != (head.patches,):
+            raise ValueError(
+                f"memory {tuple(memory.shape)} and weights {tuple(weights.shape)} do not fit "
+                f"a head of {head.patches} rows of {head.channels}"
+            )
+        self.register_buffer("memory", memory.float().contiguous())
+        self.register_buffer("memory_weights", weights.float().contiguous())
+        self.memory_head = head
+
+    def drop_memory(self) -> None:
+        """Serve the student–teacher map alone (as before `set_memory`)."""
+        if self.memory_head is not None:
+            del self.memory, self.memory_weights
+            self.memory_head = None
 
     @classmethod
     def from_manifest(cls, manifest: ModelManifest) -> StudentTeacher:
@@ -67,7 +95,10 @@ class StudentTeacher(nn.Module):
                 f"the manifest names {manifest.backbone!r}"
             )
         return cls(
-            manifest.backbone, scoring=manifest.scoring, normalisation=manifest.normalisation
+            manifest.backbone,
+            scoring=manifest.scoring,
+            normalisation=manifest.normalisation,
+            memory_head=manifest.memory_head,
         )
 
     @classmethod
@@ -76,11 +107,13 @@ class StudentTeacher(nn.Module):
         return cls(backbone, teacher=build_teacher(backbone, teacher_weights))
 
     def manifest_fields(self) -> dict[str, object]:
-        """What a release of this network records about it: backbone and normalisation."""
+        """What a release of this network records about it: backbone, normalisation and
+        its memory head, if it has one."""
         spec = backbone_spec(self.backbone)
         return {
             "backbone": self.backbone,
             "normalisation": Normalisation(mean=spec.mean, std=spec.std),
+            "memory_head": self.memory_head,
         }
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
@@ -99,7 +132,20 @@ class StudentTeacher(nn.Module):
         """Anomaly maps (N, H, W) at input resolution and image scores (N,)."""
         x = self.normalise(images)
         teacher, student = self.teacher_features(x), self.student_features(x)
-        return score_pyramids(teacher, student, tuple(images.shape[-2:]), self.scoring)
+        size = tuple(images.shape[-2:])
+        maps, scores = score_pyramids(teacher, student, size, self.scoring)
+        if self.memory_head is None:
+            return maps, scores
+        with torch.autocast(device_type=maps.device.type, enabled=False):
+            maps = maps + memory_map(
+                teacher,
+                self.memory,
+                self.memory_weights,
+                self.memory_head.stride,
+                size,
+                default_sigma(size[-1]),
+            )
+            return maps, image_scores(maps, self.scoring)
 
 
 @register("student_teacher")
