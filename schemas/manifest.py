@@ -14,9 +14,16 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from schemas.object_layout import MANIFEST_FILE
 
@@ -117,6 +124,16 @@ class Scoring(BaseModel):
         return f"s{'+'.join(map(str, self.scales))} {pool} {score}"
 
 
+def _memory_stride(value: int) -> int:
+    if value not in (8, 16):
+        raise ValueError("must be 8 or 16 (the teacher's stride-8 and -16 maps)")
+    return value
+
+
+#: The patch grid a memory head is queried on: the teacher's stride-8 or stride-16 map.
+MemoryStride = Annotated[int, AfterValidator(_memory_stride)]
+
+
 class ProductMemory(BaseModel):
     """One product's share of a memory head."""
 
@@ -145,15 +162,10 @@ class MemoryHead(BaseModel):
 
     patches: int = Field(ge=1, description="rows of the memory, all products together")
     channels: int = Field(ge=1, description="features per row")
-    stride: int = Field(description="the pixel stride of the patch grid the memory is queried on")
+    stride: MemoryStride = Field(
+        description="the pixel stride of the patch grid the memory is queried on"
+    )
     products: dict[str, ProductMemory] = Field(default_factory=dict)
-
-    @field_validator("stride")
-    @classmethod
-    def _known_stride(cls, value: int) -> int:
-        if value not in (8, 16):
-            raise ValueError("stride must be 8 or 16 (the teacher's stride-8 and -16 maps)")
-        return value
 
 
 class ModelManifest(BaseModel):

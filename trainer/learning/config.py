@@ -21,10 +21,10 @@ import copy
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
-from schemas.manifest import Scoring
+from schemas.manifest import MemoryStride, Scoring
 from schemas.settings import Device
 
 #: The attention blocks of DCAM (trainer/learning/dcam.py): none, channel (SE-like),
@@ -138,7 +138,7 @@ class TrainConfig(BaseModel):
         "to the student-teacher map (worker/model/memory_head.py; 0: the student-teacher "
         "map alone, as the paper).",
     )
-    memory_stride: int = Field(
+    memory_stride: MemoryStride = Field(
         default=16,
         description="Pixel stride of the patch grid the memory head is queried on: 16, or 8 "
         "(four times the patches, and the cost).",
@@ -152,13 +152,6 @@ class TrainConfig(BaseModel):
         'calibration); JSON in a setting or a recipe: {"scales": [1, 2], "feature_pool": 3, '
         '"top_fraction": 0.01}.',
     )
-
-    @field_validator("memory_stride")
-    @classmethod
-    def _memory_stride(cls, value: int) -> int:
-        if value not in (8, 16):
-            raise ValueError("memory_stride must be 8 or 16 (the teacher's stride-8 and -16 maps)")
-        return value
 
     def as_dict(self) -> dict:
         """The manifest's record of the run: plain JSON values, nested as the fields."""
