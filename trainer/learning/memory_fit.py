@@ -82,48 +82,16 @@ def fit_memory_head(
     """
     network.drop_memory()
     network.eval()
-    rng = np.random.default_rng(seed)
-    chosen: dict[str, torch.Tensor] = {}
-    for product, images in train_images.items():
-        per_image = math.ceil(CANDIDATES / max(1, len(images)))
-        candidates = []
-        for teacher in _teacher_batches(network, images, batch, product, progress):
-            rows = as_rows(patch_features(teacher, stride))
-            keep = rng.permutation(len(rows))[: per_image * len(teacher[0])]
-            candidates.append(rows[torch.from_numpy(keep).to(rows.device)].cpu())
-        rows = torch.cat(candidates)
-        chosen[product] = rows[greedy_coreset(rows, patches, seed)]
-        log.info("memory rows chosen", product=product, rows=len(chosen[product]), of=len(rows))
-    memory = torch.cat(list(chosen.values()))
+    chosen = {
+        product: choose_rows(network, images, patches, stride, seed, batch, progress, product)
+        for product, images in train_images.items()
+    }
+    memory = torch.cat(list(chosen.values())).to(network.mean.device)
+    weight = {
+        product: _weight(network, memory, stride, val_images[product], batch, product)
+        for product in chosen
+    }
     owner = torch.cat([torch.full((len(rows),), i) for i, rows in enumerate(chosen.values())])
-
-    device = network.mean.device
-    unit = torch.ones(len(memory), device=device)
-    spread: dict[str, tuple[float, float]] = {}  # std of each map's image scores
-    for product, images in val_images.items():
-        size = images.shape[1]
-        st, mem = [], []
-        for start in range(0, len(images), batch):
-            x = network.normalise(
-                torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2).to(device)
-            )
-            teacher = network.teacher_features(x)
-            st.append(
-                score_pyramids(teacher, network.student_features(x), (size, size), network.scoring)[
-                    1
-                ]
-            )
-            nearest = memory_map(
-                teacher, memory.to(device), unit, stride, (size, size), default_sigma(size)
-            )
-            mem.append(image_scores(nearest, network.scoring))
-        spread[product] = (_std(torch.cat(st)), _std(torch.cat(mem)))
-    weight = {}
-    for product in chosen:
-        ratio = spread[product][0] / spread[product][1]
-        weight[product] = min(max(ratio, WEIGHT_RANGE[0]), WEIGHT_RANGE[1])
-        if weight[product] != ratio:
-            log.warning("memory weight held to its range", product=product, ratio=ratio)
     weights = torch.tensor([weight[product] for product in chosen])[owner]
     head = MemoryHead(
         patches=len(memory),
@@ -134,12 +102,65 @@ def fit_memory_head(
             for product, rows in chosen.items()
         },
     )
-    network.set_memory(memory.to(device), weights.to(device), head)
+    network.set_memory(memory, weights.to(memory.device), head)
     log.info("memory head fitted", rows=len(memory), weights=weight)
     # calibration scores as the line will see them: the served network, fused map and all
     return {
         product: served_scores(network, images, batch) for product, images in val_images.items()
     }
+
+
+def choose_rows(
+    network: StudentTeacher,
+    images: np.ndarray,
+    patches: int,
+    stride: int,
+    seed: int,
+    batch: int = 32,
+    progress: bool = True,
+    product: str = "",
+) -> torch.Tensor:
+    """`patches` rows (on the CPU) for one product's training normals: `CANDIDATES` patch
+    vectors drawn evenly from its images, then their greedy k-centre coreset."""
+    rng = np.random.default_rng(seed)
+    per_image = math.ceil(CANDIDATES / max(1, len(images)))
+    candidates = []
+    for teacher in _teacher_batches(network, images, batch, product, progress):
+        rows = as_rows(patch_features(teacher, stride))
+        keep = rng.permutation(len(rows))[: per_image * len(teacher[0])]
+        candidates.append(rows[torch.from_numpy(keep).to(rows.device)].cpu())
+    rows = torch.cat(candidates)
+    chosen = rows[greedy_coreset(rows, patches, seed)]
+    log.info("memory rows chosen", product=product, rows=len(chosen), of=len(rows))
+    return chosen
+
+
+def _weight(
+    network: StudentTeacher,
+    memory: torch.Tensor,
+    stride: int,
+    images: np.ndarray,
+    batch: int,
+    product: str,
+) -> float:
+    """std of the student–teacher image scores / std of the memory's (unweighted), on one
+    product's held-out normals, held to `WEIGHT_RANGE`."""
+    device, size = network.mean.device, images.shape[1]
+    unit = torch.ones(len(memory), device=device)
+    st, mem = [], []
+    for start in range(0, len(images), batch):
+        chunk = torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2).to(device)
+        x = network.normalise(chunk)
+        teacher = network.teacher_features(x)
+        student = network.student_features(x)
+        st.append(score_pyramids(teacher, student, (size, size), network.scoring)[1])
+        nearest = memory_map(teacher, memory, unit, stride, (size, size), default_sigma(size))
+        mem.append(image_scores(nearest, network.scoring))
+    ratio = _std(st) / _std(mem)
+    weight = min(max(ratio, WEIGHT_RANGE[0]), WEIGHT_RANGE[1])
+    if weight != ratio:
+        log.warning("memory weight held to its range", product=product, ratio=ratio)
+    return weight
 
 
 @torch.no_grad()
@@ -166,6 +187,7 @@ def _teacher_batches(
         yield network.teacher_features(network.normalise(x))
 
 
-def _std(values: torch.Tensor) -> float:
-    """The std of the scores; a floor keeps one-image or constant held-out sets usable."""
+def _std(scores: list[torch.Tensor]) -> float:
+    """The std of the scores; a floor keeps empty, one-image or constant sets usable."""
+    values = torch.cat(scores) if scores else torch.zeros(0)
     return max(float(values.std()) if len(values) > 1 else 0.0, 1e-6)
