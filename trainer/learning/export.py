@@ -122,8 +122,7 @@ def export_with_memory(
     thresholds are calibrated again, on the fused map, on the ones it did not. A
     release trained on other data is refused: its held-out normals are unknown here.
     """
-    network, manifest = load_network(model_dir)
-    network.drop_memory()
+    network, manifest = load_network(model_dir)  # a head it has is replaced
     val_fraction = float(manifest.training.get("val_fraction", 0.2))
     seed = int(manifest.training.get("seed", 0))
     splits = [(p.name, *split_normals(p.normals, val_fraction, seed)) for p in discover(data_dir)]

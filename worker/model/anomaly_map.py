@@ -81,14 +81,26 @@ def score_pyramids(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Anomaly maps (N, H, W) and image scores (N,): the one scoring path.
 
-    The served network, the trainer's validation and checkpoint rule, and the
-    sweep's scoring variants all call this, so a number measured while training
-    is the number the line will see. Computed in fp32 even when the networks ran
-    under autocast: the map is a sum of small differences.
+    The trainer's validation and checkpoint rule and the sweep's scoring variants
+    call this, and the served network its two halves (`pyramid_maps`, then
+    `image_scores`, with the memory head's map added between them when it has one),
+    so a number measured while training is the number the line will see. Computed in
+    fp32 even when the networks ran under autocast: the map is a sum of small differences.
     """
+    maps = pyramid_maps(teacher, student, out_size, scoring)
+    return maps, image_scores(maps, scoring)
+
+
+def pyramid_maps(
+    teacher: list[torch.Tensor],
+    student: list[torch.Tensor],
+    out_size: tuple[int, int],
+    scoring: Scoring = DEFAULT_SCORING,
+) -> torch.Tensor:
+    """`score_pyramids`' maps alone, in fp32 whatever autocast says: for a caller that adds
+    to the map before its image score is taken (the memory head, `worker.model.network`)."""
     with torch.autocast(device_type=teacher[0].device.type, enabled=False):
-        maps = anomaly_map(teacher, student, out_size, default_sigma(out_size[-1]), scoring)
-        return maps, image_scores(maps, scoring)
+        return anomaly_map(teacher, student, out_size, default_sigma(out_size[-1]), scoring)
 
 
 def default_sigma(image_size: int) -> float:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from schemas.manifest import MemoryHead, ModelManifest, Normalisation, Scoring
-from worker.model.anomaly_map import default_sigma, image_scores, score_pyramids
+from worker.model.anomaly_map import default_sigma, image_scores, pyramid_maps
 from worker.model.backbones import BACKBONES, backbone_spec, build_pyramid, build_teacher
 from worker.model.memory_head import memory_map
 from worker.model.registry import register
@@ -133,18 +133,17 @@ class StudentTeacher(nn.Module):
         x = self.normalise(images)
         teacher, student = self.teacher_features(x), self.student_features(x)
         size = tuple(images.shape[-2:])
-        maps, scores = score_pyramids(teacher, student, size, self.scoring)
-        if self.memory_head is None:
-            return maps, scores
+        maps = pyramid_maps(teacher, student, size, self.scoring)
         with torch.autocast(device_type=maps.device.type, enabled=False):
-            maps = maps + memory_map(
-                teacher,
-                self.memory,
-                self.memory_weights,
-                self.memory_head.stride,
-                size,
-                default_sigma(size[-1]),
-            )
+            if self.memory_head is not None:
+                maps = maps + memory_map(
+                    teacher,
+                    self.memory,
+                    self.memory_weights,
+                    self.memory_head.stride,
+                    size,
+                    default_sigma(size[-1]),
+                )
             return maps, image_scores(maps, self.scoring)
 
 
