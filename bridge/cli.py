@@ -15,6 +15,7 @@ import sys
 from pydantic import ValidationError
 
 from bridge.settings import BRIDGE_ENV_PREFIX, BridgeSettings
+from planes.settings import settings_problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     args = parser.parse_args(argv)
 
-    from bridge.logs import configure_logging, get_logger
+    from planes.logs import configure_logging, get_logger
 
     try:
         overrides = {"mqtt_url": args.mqtt_url} if args.mqtt_url else {}
@@ -44,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             settings.check_opcua()
         elif settings.mqtt_url is None:
             raise ValueError(f"give --mqtt-url or {BRIDGE_ENV_PREFIX}MQTT_URL")
-    except (ValidationError, ValueError) as exc:
-        # one line an operator can act on, no traceback
-        print(f"kenpin-bridge: bad settings: {_one_line(exc)}", file=sys.stderr)
+    except ValidationError as exc:  # one line an operator can act on, no traceback
+        print(f"kenpin-bridge: {settings_problems(exc, BridgeSettings)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"kenpin-bridge: invalid settings: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
 
@@ -65,15 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         get_logger("bridge.cli").error("bridge cannot start", error=str(exc))
         return 1
     return 0
-
-
-def _one_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{BRIDGE_ENV_PREFIX}{str(e['loc'][0]).upper() if e['loc'] else ''}: {e['msg']}"
-            for e in exc.errors()
-        )
-    return str(exc)
 
 
 if __name__ == "__main__":

@@ -36,19 +36,16 @@ from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from bridge.deadlines import DeadLetterArrived, Event, FrameSeen, VerdictArrived, coordinates
-from bridge.logs import get_logger
 from bridge.settings import BridgeSettings
+from planes.kafka import fetch_sizes, security_config
+from planes.logs import get_logger
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders, FrameHeadersError, part_identity
-from schemas.kafka_client import security_config
 from schemas.topics import line_from_topic
 from schemas.verdicts import Verdict
 
 log = get_logger(__name__)
 
-#: kafka-python's fetch_max_bytes default (50 MiB), kept unless one frame is larger.
-FETCH_MAX_BYTES = 52_428_800
-RESPONSE_OVERHEAD_BYTES = 1024 * 1024
 #: How long the broker may hold a fetch that has nothing yet: bounds the delay a new
 #: record waits when another partition's fetch is in flight (kafka-python: 500 ms).
 FETCH_MAX_WAIT_MS = 50
@@ -63,10 +60,7 @@ def consumer_config(settings: BridgeSettings) -> dict[str, Any]:
         "auto_offset_reset": "latest",
         "metadata_max_age_ms": settings.metadata_max_age_ms,
         "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
-        "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
-        "fetch_max_bytes": max(FETCH_MAX_BYTES, settings.kafka_max_message_bytes),
-        "receive_message_max_bytes": max(FETCH_MAX_BYTES, settings.kafka_max_message_bytes)
-        + RESPONSE_OVERHEAD_BYTES,
+        **fetch_sizes(settings.kafka_max_message_bytes),
         "request_timeout_ms": 30_000,
         "allow_auto_create_topics": False,
     }

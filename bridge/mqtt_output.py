@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from bridge.logs import get_logger
 from bridge.outcome import Outcome
 from bridge.settings import BridgeSettings
+from planes.logs import get_logger
 from schemas.topics import mqtt_verdict_topic
 
 log = get_logger(__name__)

@@ -36,9 +36,9 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from asyncua.server.user_managers import UserManager
 
 from bridge.deadlines import UINT32_WRAP, LineState
-from bridge.logs import get_logger
 from bridge.outcome import Outcome
 from bridge.settings import BridgeSettings
+from planes.logs import get_logger
 from schemas.plc import OPCUA_BRIDGE_OBJECT, OPCUA_ROOT, opcua_node_name
 
 log = get_logger(__name__)

@@ -15,11 +15,11 @@ from typing import Any
 
 from bridge.deadlines import DeadlineTracker, Event
 from bridge.kafka_source import KafkaSource
-from bridge.logs import get_logger
 from bridge.mqtt_output import MqttOutput
 from bridge.opcua_server import PlcServer
 from bridge.outcome import Outcome
 from bridge.settings import BridgeSettings
+from planes.logs import get_logger
 
 log = get_logger(__name__)
 

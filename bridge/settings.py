@@ -1,8 +1,9 @@
 """Every knob of the PLC bridge, from `KENPIN_BRIDGE_*` environment variables.
 
 A prefix of its own: the bridge runs beside the plant's PLCs, often in another
-network zone than the workers, and shares only the broker with them. The
-broker's address may still come from the plant-wide `KENPIN_KAFKA_BOOTSTRAP`.
+network zone than the workers, and shares only the broker with them. How it
+reaches the broker (and logs) may still come from the plant-wide `KENPIN_KAFKA_*`
+variables (`KENPIN_KAFKA_BOOTSTRAP`): its own `KENPIN_BRIDGE_KAFKA_*` win.
 
 Example: ``KENPIN_BRIDGE_KAFKA_BOOTSTRAP=broker:9092 KENPIN_BRIDGE_OPCUA_PASSWORD=...
 KENPIN_BRIDGE_OPCUA_CERTIFICATE=/etc/kenpin/bridge.der
@@ -13,23 +14,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal, Self
+from typing import Self
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AliasChoices,
     DirectoryPath,
     Field,
-    FilePath,
     SecretStr,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from planes.settings import ENV_PREFIX, KafkaSettings, LogSettings
 from schemas.common import NAME_PATTERN
 from schemas.plc import OPCUA_APPLICATION_URI, OPCUA_NAMESPACE_URI
-from schemas.settings import ENV_PREFIX
 from schemas.topics import (
     DEADLETTER_TOPIC,
     FRAMES_TOPIC_PATTERN,
@@ -41,50 +40,16 @@ from schemas.topics import (
 BRIDGE_ENV_PREFIX = f"{ENV_PREFIX}BRIDGE_"
 
 
-def _plant_wide(field: str) -> AliasChoices:
-    """The field by name, its KENPIN_BRIDGE_ variable, else the plant-wide KENPIN_ one."""
-    return AliasChoices(
-        field, f"{BRIDGE_ENV_PREFIX}{field.upper()}", f"{ENV_PREFIX}{field.upper()}"
-    )
+class BridgeSettings(KafkaSettings, LogSettings):
+    """Configuration of one bridge process: Kafka in, OPC UA (and MQTT) out, the deadlines.
 
+    How it reaches the brokers and logs is the plane blocks' (`planes.settings`),
+    read from `KENPIN_BRIDGE_*` first, else the plant-wide `KENPIN_*`.
+    """
 
-class BridgeSettings(BaseSettings):
-    """Configuration of one bridge process: Kafka in, OPC UA (and MQTT) out, the deadlines."""
+    model_config = SettingsConfigDict(env_prefix=BRIDGE_ENV_PREFIX, extra="ignore")
 
-    model_config = SettingsConfigDict(
-        env_prefix=BRIDGE_ENV_PREFIX, extra="ignore", populate_by_name=True
-    )
-
-    # --- Kafka: what the bridge reads ----------------------------------------------
-    kafka_bootstrap: str = Field(
-        default="localhost:9092",
-        validation_alias=_plant_wide("kafka_bootstrap"),
-        description="Comma-separated host:port list of brokers (KENPIN_KAFKA_BOOTSTRAP too).",
-    )
-    # How to reach a secured broker: the workers' settings, by the same plant-wide names.
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", validation_alias=_plant_wide("kafka_security_protocol")
-    )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_sasl_mechanism")
-    )
-    kafka_sasl_username: str | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_sasl_username")
-    )
-    kafka_sasl_password: SecretStr = Field(
-        default=SecretStr(""), validation_alias=_plant_wide("kafka_sasl_password")
-    )
-    kafka_ssl_cafile: FilePath | None = Field(
-        default=None,
-        validation_alias=_plant_wide("kafka_ssl_cafile"),
-        description="PEM bundle of the brokers' CA(s); default: the system's CAs.",
-    )
-    kafka_ssl_certfile: FilePath | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_ssl_certfile")
-    )
-    kafka_ssl_keyfile: FilePath | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_ssl_keyfile")
-    )
+    # --- Kafka: what the bridge reads (how it reaches the brokers: KafkaSettings) -----
     frames_topic_pattern: str = Field(
         default=FRAMES_TOPIC_PATTERN,
         description="Regex of the frame topics: a frame seen starts its part's deadline.",
@@ -98,12 +63,6 @@ class BridgeSettings(BaseSettings):
         ge=100,
         description="How often the broker's topic list is read: bounds how late a new line "
         "is noticed.",
-    )
-    kafka_max_message_bytes: int = Field(
-        default=8 * 1024 * 1024,
-        ge=1024,
-        description="Largest record fetched per partition: frames carry their image, which "
-        "the bridge reads past (Kafka has no header-only fetch); as the workers' setting.",
     )
 
     # --- the decision ----------------------------------------------------------------
@@ -178,10 +137,6 @@ class BridgeSettings(BaseSettings):
     mqtt_topic_prefix: str = MQTT_TOPIC_PREFIX
     mqtt_client_id: str = Field(default="kenpin-bridge", min_length=1)
 
-    # --- operations --------------------------------------------------------------------
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
     def deadline_s(self, line: str) -> float:
         """The line's deadline in seconds."""
         return self.line_deadlines_ms.get(line, self.deadline_ms) / 1000.0
@@ -222,17 +177,6 @@ class BridgeSettings(BaseSettings):
     def _files_in_pairs(self) -> Self:
         if (self.opcua_certificate is None) != (self.opcua_private_key is None):
             raise ValueError("give both opcua_certificate and opcua_private_key, or neither")
-        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
-            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
-        if self.kafka_security_protocol.startswith("SASL_") and not (
-            self.kafka_sasl_mechanism
-            and self.kafka_sasl_username
-            and self.kafka_sasl_password.get_secret_value()
-        ):
-            raise ValueError(
-                f"kafka_security_protocol={self.kafka_security_protocol} needs "
-                "kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
-            )
         return self
 
     def check_opcua(self) -> None:

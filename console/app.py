@@ -42,13 +42,13 @@ from console.auth import (
     safe_next,
 )
 from console.live import VerdictFeed, VerdictHub
-from console.planes import ActionError, ConsolePlanes, PlaneDown
+from console.plant import ActionError, ConsolePlanes, PlaneDown
 from console.settings import ConsoleSettings
+from planes.logs import get_logger
 from schemas.common import FRAME_ID_PATTERN, NAME_PATTERN
 from schemas.control import RetrainOutcome
 from schemas.object_layout import HEATMAP_PREFIX, parse_dated_key
 from schemas.verdicts import Verdict
-from worker.logs import get_logger
 
 log = get_logger(__name__)
 

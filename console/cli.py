@@ -12,7 +12,7 @@ import sys
 
 from pydantic import ValidationError
 
-from schemas.settings import ENV_PREFIX
+from planes.settings import settings_problems
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,23 +30,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from console.planes import PlantPlanes
-    from console.settings import CONSOLE_ENV_PREFIX, ConsoleSettings
+    from console.plant import PlantPlanes
+    from console.settings import ConsoleSettings
+    from operations.plant import AccessDenied
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         settings = ConsoleSettings(**overrides)
     except ValidationError as exc:
-        print(f"kenpin-console: {_problems(exc, CONSOLE_ENV_PREFIX)}", file=sys.stderr)
+        print(f"kenpin-console: {settings_problems(exc, ConsoleSettings)}", file=sys.stderr)
         return 2
-    planes = PlantPlanes.connect()  # reads KENPIN_*, configures logging like the commands
+    try:
+        planes = PlantPlanes.connect(settings)  # configures logging like the commands
+    except AccessDenied as exc:
+        print(f"kenpin-console: {exc}", file=sys.stderr)
+        return 2
 
     # imported once logging is configured: their module loggers bind at import
     import uvicorn
 
     from console.app import create_app
     from console.live import VerdictFeed, VerdictHub
-    from worker.logs import get_logger
+    from planes.logs import get_logger
 
     hub = VerdictHub(settings.recent_per_line, settings.gallery_size)
     app = create_app(settings, planes, hub, VerdictFeed(settings, hub))
@@ -65,20 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=5,  # event streams never end on their own
     )
     return 0
-
-
-def _problems(exc: ValidationError, prefix: str) -> str:
-    """A settings error in one line, by environment variable (what an operator sets)."""
-
-    def variable(error: dict) -> str:
-        name = str(error["loc"][0]).upper() if error["loc"] else "SETTINGS"
-        # fields read from the planes' shared variables carry their full name as alias
-        return name if name.startswith(ENV_PREFIX) else f"{prefix}{name}"
-
-    missing = [variable(e) for e in exc.errors() if e["type"] == "missing"]
-    if missing:
-        return "set " + ", ".join(missing)
-    return "invalid settings: " + "; ".join(f"{variable(e)}: {e['msg']}" for e in exc.errors())
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from console.settings import ConsoleSettings
+from planes.kafka import fetch_sizes, security_config
+from planes.logs import get_logger
 from schemas.topics import verdict_topic
 from schemas.verdicts import Verdict
-from worker.kafka_io import FETCH_MAX_BYTES, RESPONSE_OVERHEAD_BYTES, security_config
-from worker.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -179,8 +179,7 @@ def make_consumer(settings: ConsoleSettings) -> KafkaConsumer:
         metadata_max_age_ms=int(settings.topic_refresh_s * 1000),
         request_timeout_ms=30_000,
         # a verdict is small, but other records under the prefix must not break the fetch
-        fetch_max_bytes=FETCH_MAX_BYTES,
-        receive_message_max_bytes=FETCH_MAX_BYTES + RESPONSE_OVERHEAD_BYTES,
+        **fetch_sizes(settings.kafka_max_message_bytes),
     )
 
 

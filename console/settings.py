@@ -1,10 +1,10 @@
 """Every knob of `kenpin-console`, read from `KENPIN_CONSOLE_*` environment variables.
 
 The console's own settings carry the `KENPIN_CONSOLE_` prefix; where the planes are
-(Redis, S3) is read exactly as the operator commands read it (`KENPIN_REDIS_URL`,
-`KENPIN_S3_*`: `trainer.service.settings.TrainerSettings`), and the broker from
-the variables the workers read (`KENPIN_KAFKA_BOOTSTRAP`, `KENPIN_VERDICTS_TOPIC_PREFIX`),
-so `eval "$(kenpin-stack env)"` configures the console like every other process.
+(Redis, S3, the broker) is read from the plant-wide variables every process reads
+(`KENPIN_REDIS_URL`, `KENPIN_S3_*`, `KENPIN_KAFKA_*`, `KENPIN_VERDICTS_TOPIC_PREFIX`)
+unless a `KENPIN_CONSOLE_` one of the same field is set, so
+`eval "$(kenpin-stack env)"` configures the console like every other process.
 
 Security defaults, and why:
 
@@ -22,29 +22,29 @@ Example: ``KENPIN_CONSOLE_PASSWORD=... KENPIN_CONSOLE_READ_ONLY_VIEW=true kenpin
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import ClassVar
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from schemas.settings import ENV_PREFIX
+from operations.settings import OperationsSettings
+from planes.settings import ENV_PREFIX, KafkaSettings
 from schemas.topics import VERDICTS_TOPIC_PREFIX
 
 #: The prefix of the console's own variables.
 CONSOLE_ENV_PREFIX = f"{ENV_PREFIX}CONSOLE_"
 
 
-def _plant_wide(field: str) -> AliasChoices:
-    """Read `field` from the variable every kenpin process shares (`KENPIN_<FIELD>`)."""
-    return AliasChoices(f"{ENV_PREFIX}{field.upper()}")
+class ConsoleSettings(KafkaSettings, OperationsSettings):
+    """Configuration of one `kenpin-console` process (web server, login, live feed).
 
+    Where the planes are is the plane blocks' (`planes.settings`, and the
+    operations' `outcome_ttl_s`): `KENPIN_CONSOLE_*` first, else the plant-wide
+    `KENPIN_*` every process reads.
+    """
 
-class ConsoleSettings(BaseSettings):
-    """Configuration of one `kenpin-console` process (web server, login, live feed)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=CONSOLE_ENV_PREFIX, extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix=CONSOLE_ENV_PREFIX, extra="ignore")
+    plant_wide_extra: ClassVar[frozenset[str]] = frozenset({"verdicts_topic_prefix"})
 
     # --- the web server --------------------------------------------------------------
     host: str = Field(
@@ -89,36 +89,9 @@ class ConsoleSettings(BaseSettings):
         "without a login; every action still needs one.",
     )
 
-    # --- the live feed (Kafka): the brokers as the workers reach them (KENPIN_KAFKA_*) ----
-    kafka_bootstrap: str = Field(
-        default="localhost:9092",
-        validation_alias=_plant_wide("kafka_bootstrap"),
-        description="The workers' brokers (KENPIN_KAFKA_BOOTSTRAP, as the workers read it).",
-    )
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", validation_alias=_plant_wide("kafka_security_protocol")
-    )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_sasl_mechanism")
-    )
-    kafka_sasl_username: str | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_sasl_username")
-    )
-    kafka_sasl_password: SecretStr = Field(
-        default=SecretStr(""), validation_alias=_plant_wide("kafka_sasl_password")
-    )
-    kafka_ssl_cafile: FilePath | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_ssl_cafile")
-    )
-    kafka_ssl_certfile: FilePath | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_ssl_certfile")
-    )
-    kafka_ssl_keyfile: FilePath | None = Field(
-        default=None, validation_alias=_plant_wide("kafka_ssl_keyfile")
-    )
+    # --- the live feed (Kafka; how it reaches the brokers: KafkaSettings) -------------
     verdicts_topic_prefix: str = Field(
         default=VERDICTS_TOPIC_PREFIX,
-        validation_alias=_plant_wide("verdicts_topic_prefix"),
         description="The workers' verdict topic prefix (KENPIN_VERDICTS_TOPIC_PREFIX).",
     )
     line_prefix: str = Field(
@@ -141,19 +114,3 @@ class ConsoleSettings(BaseSettings):
         gt=0,
         description="A comment line on idle event streams this often, so proxies keep them.",
     )
-
-    @model_validator(mode="after")
-    def _kafka_security_complete(self) -> Self:
-        # as the workers check it: say what is missing at start, not at the first fetch
-        if self.kafka_security_protocol.startswith("SASL_") and not (
-            self.kafka_sasl_mechanism
-            and self.kafka_sasl_username
-            and self.kafka_sasl_password.get_secret_value()
-        ):
-            raise ValueError(
-                f"kafka_security_protocol={self.kafka_security_protocol} needs "
-                "kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
-            )
-        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
-            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
-        return self

@@ -23,10 +23,10 @@ from kafka.admin import NewTopic
 
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
+from model.runtime import fastest_precision, resolve_device
+from planes.settings import settings_env
 from schemas.object_layout import HEATMAP_PREFIX
-from schemas.settings import settings_env
 from schemas.topics import DEADLETTER_TOPIC, frames_topic, verdict_topic
-from worker.model.runtime import fastest_precision, resolve_device
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=4.0, help="frames per second per line")
     args = parser.parse_args(argv)
 
+    from planes.logs import configure_logging
     from trainer.learning.data import discover
     from trainer.learning.synthetic_dataset import generate
-    from worker.logs import configure_logging
 
     configure_logging("console", "WARNING")
     out = args.out.absolute()

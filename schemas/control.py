@@ -17,6 +17,8 @@ from schemas.common import UtcDatetime
 CONTROL_SCHEMA_VERSION = 1
 
 RetrainStatus = Literal["queued", "running", "released", "refused", "failed"]
+#: The statuses an outcome ends in: it changes no more.
+FINAL_STATUSES: frozenset[RetrainStatus] = frozenset({"released", "refused", "failed"})
 
 
 class RetrainRequest(BaseModel):
@@ -56,6 +58,11 @@ class RetrainOutcome(BaseModel):
     trainer: str | None = Field(default=None, description="Trainer that ran it.")
     updated: UtcDatetime
     schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
+
+    @property
+    def final(self) -> bool:
+        """The run is over (released, refused or failed): this outcome changes no more."""
+        return self.status in FINAL_STATUSES
 
 
 class WorkerHeartbeat(BaseModel):

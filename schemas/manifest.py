@@ -2,7 +2,7 @@
 
 A release is a manifest and the files it lists (`files`: name and sha256 of
 each, the weights first). The worker builds the network its `architecture`
-names (`worker.model.registry`), loads every file only once its sha256 matched,
+names (`model.registry`), loads every file only once its sha256 matched,
 and scores it the way `scoring` says.
 
 Version 1 manifests (before `architecture` and `files`) named one weights file
@@ -149,7 +149,7 @@ class ProductMemory(BaseModel):
 
 class MemoryHead(BaseModel):
     """A nearest-neighbour memory of the teacher's normal patches, fused with the
-    student–teacher map (`worker.model.memory_head`); its rows and their weights ship
+    student–teacher map (`model.memory_head`); its rows and their weights ship
     in the weights file (`memory`, `memory_weights`).
 
     Fitted once a student is trained (`trainer.learning.memory_fit`): each product's
@@ -176,7 +176,7 @@ class ModelManifest(BaseModel):
     created: datetime
     architecture: str = Field(
         default=DEFAULT_ARCHITECTURE,
-        description="the network to build (a name registered in worker.model.registry); "
+        description="the network to build (a name registered in model.registry); "
         "absent in version 1 manifests (student_teacher)",
     )
     backbone: str | None = Field(

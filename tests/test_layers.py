@@ -1,11 +1,12 @@
 """The code's layers, and the wire contracts in one place, checked on the source with `ast`.
 
-Layers: `schemas` (the contracts) imports no kenpin package; the worker never
-imports the trainer; the trainer uses of the worker only the model
-(`worker.model.*`), the plane clients (`worker.control`, `worker.storage`) and
-the shared logging (`worker.logs`); the model package, which the trainer
-imports, stays self-contained; nothing in `worker` or `trainer` imports
-`deploy`.
+Layers: each top-level package imports only the rooms below it (`MAY_IMPORT`):
+`schemas` (the contracts) nothing of kenpin; `planes` (the clients of Kafka,
+Redis and S3, their settings, logging) the contracts; `model` the contracts;
+`operations` (releases, retrain queue, normal store) the planes and the model's
+torch-free modules; the worker, the trainer, the bridge and the console what
+they use of those. Nothing but `deploy/` imports the worker, and neither the
+console nor the bridge ever imports torch (checked on the running import, too).
 
 Contracts: topic names, Redis keys and S3 prefixes are written once, in
 `schemas.topics`, `schemas.redis_keys` and `schemas.object_layout`; a string
@@ -16,6 +17,8 @@ copy that will drift.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +26,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: What the trainer may import of the worker: the model, the plane clients, logging, and
-#: the metrics-and-probes HTTP server.
-TRAINER_MAY_IMPORT = (
-    "worker.model",
-    "worker.control",
-    "worker.storage",
-    "worker.logs",
-    "worker.http_endpoints",
-)
+#: The kenpin packages each package may import (besides itself); `deploy` may import all.
+MAY_IMPORT: dict[str, tuple[str, ...]] = {
+    "schemas": (),
+    "planes": ("schemas",),
+    "model": ("schemas",),
+    "operations": ("schemas", "planes", "model"),
+    "worker": ("schemas", "planes", "model"),
+    "trainer": ("schemas", "planes", "model", "operations"),
+    "bridge": ("schemas", "planes"),
+    "console": ("schemas", "planes", "operations"),
+}
+#: The model's modules that load no torch: all the operations may use of the model.
+TORCH_FREE_MODEL = ("model.release", "model.judgement")
 
 #: Substrings that mark a topic name, a Redis key or an S3 key (regex escapes undone).
 CONTRACT_LITERALS = (
@@ -105,80 +112,41 @@ def violations(roots: tuple[str, ...], forbidden) -> list[str]:
     return found
 
 
-def test_the_trainer_uses_only_the_model_the_plane_clients_and_logging_of_the_worker():
+def test_every_package_has_its_layer():
+    assert set(packages()) == {*MAY_IMPORT, "deploy"}
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_a_package_imports_only_the_rooms_below_it(package):
+    allowed = (package, *MAY_IMPORT[package])
+    kenpin = [p for p in packages() if p not in allowed]
+    found = violations((package,), lambda m: any(within(m, p) for p in kenpin))
+    assert not found, "\n".join(found)
+
+
+def test_nothing_but_deploy_imports_the_worker():
+    others = tuple(p for p in packages() if p not in ("worker", "deploy"))
+    assert not (found := violations(others, lambda m: within(m, "worker"))), "\n".join(found)
+
+
+def test_the_operations_use_only_the_torch_free_model():
     found = violations(
-        ("trainer",),
-        lambda m: (
-            within(m, "worker")
-            and m != "worker"
-            and not any(within(m, allowed) for allowed in TRAINER_MAY_IMPORT)
-        ),
+        ("operations", "console", "bridge"),
+        lambda m: within(m, "model") and not any(within(m, ok) for ok in TORCH_FREE_MODEL),
     )
     assert not found, "\n".join(found)
 
 
-def test_the_worker_never_imports_the_trainer():
-    assert not (found := violations(("worker",), lambda m: within(m, "trainer"))), "\n".join(found)
-
-
-def test_the_model_package_is_self_contained():
-    """The trainer imports worker.model: it must not drag the worker's service in with it."""
-    found = violations(
-        ("worker/model",),
-        lambda m: within(m, "worker") and not within(m, "worker.model") and m != "worker",
-    )
-    assert not found, "\n".join(found)
-
-
-def test_nothing_in_worker_or_trainer_imports_deploy():
-    found = violations(("worker", "trainer"), lambda m: within(m, "deploy"))
-    assert not found, "\n".join(found)
-
-
-#: What the console may import of the worker and the trainer: the plane clients, logging,
-#: and the trainer's service functions the operator commands are made of.
-CONSOLE_MAY_IMPORT = (
-    "worker.control",
-    "worker.storage",
-    "worker.kafka_io",
-    "worker.logs",
-    "trainer.service",
+@pytest.mark.parametrize(
+    "module", ["console.app", "console.cli", "bridge.cli", "bridge.relay", "operations.plant"]
 )
-
-
-def test_the_console_uses_only_the_plane_clients_and_the_operator_functions():
-    found = violations(
-        ("console",),
-        lambda m: (
-            (
-                (within(m, "worker") or within(m, "trainer"))
-                and m not in ("worker", "trainer")
-                and not any(within(m, allowed) for allowed in CONSOLE_MAY_IMPORT)
-            )
-            or within(m, "deploy")
-            or within(m, "bridge")
-        ),
+def test_the_console_the_bridge_and_the_operations_never_load_torch(module):
+    """Imported as its process imports it: torch (seconds of import, GBs of memory) stays out."""
+    probe = f"import sys, {module}; print(sorted(m for m in ('torch', 'timm') if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
     )
-    assert not found, "\n".join(found)
-
-
-def test_nothing_imports_the_console():
-    others = tuple(p for p in packages() if p != "console")
-    found = violations(others, lambda m: within(m, "console"))
-    assert not found, "\n".join(found)
-
-
-def test_the_bridge_imports_only_the_contracts():
-    """The PLC bridge runs beside the PLCs: nothing of the worker, trainer or console with it."""
-    others = [p for p in packages() if p not in ("bridge", "schemas")]
-    found = violations(("bridge",), lambda m: any(within(m, p) for p in others))
-    assert not found, "\n".join(found)
-
-
-def test_schemas_import_no_kenpin_package():
-    others = [p for p in packages() if p != "schemas"]
-    found = violations(("schemas",), lambda m: any(within(m, p) for p in others))
-    assert not found, "\n".join(found)
+    assert result.stdout.strip() == "[]", f"{module} loads {result.stdout.strip()}"
 
 
 def docstring_nodes(tree: ast.AST) -> set[int]:
@@ -250,17 +218,17 @@ def test_the_import_check_resolves_every_form(tmp_path):
     path.write_text(
         "import worker.hot_swap\n"
         "from worker import decode\n"
-        "from worker.model.images import load_image\n"
+        "from model.images import load_image\n"
         "from . import releases\n"
         "from ..worker import kafka_io\n"
         "def f():\n    from worker.normals import normal_key\n"
     )
     modules = sorted(m for _, m in imported_modules(path, package="trainer.sub"))
     assert modules == [
+        "model.images.load_image",
         "trainer.sub.releases",
         "trainer.worker.kafka_io",
         "worker.decode",
         "worker.hot_swap",
-        "worker.model.images.load_image",
         "worker.normals.normal_key",
     ]

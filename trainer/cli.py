@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from schemas.settings import PlaneSettings
+from model.runtimes import PRECISIONS
 from trainer.learning.config import (
     CLI_EXPANDED,
     REQUEST_KEYS,
@@ -24,7 +24,7 @@ from trainer.learning.config import (
     from_flat,
     recipe_config,
 )
-from trainer.service import operations
+from trainer.service import commands
 from trainer.service.settings import TrainerSettings
 
 # Nothing that imports torch at module level: `kenpin-trainer --help` must answer at
@@ -127,7 +127,7 @@ def _recipe(text: str) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
-    from worker.model.backbones import BACKBONES
+    from model.backbones import BACKBONES
 
     if config.backbone not in BACKBONES:
         raise UsageError(f"unknown backbone {config.backbone!r}; one of {sorted(BACKBONES)}")
@@ -284,7 +284,10 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, help="report folder (default: <model>/eval)")
-    add_field_flags(p, {n: PlaneSettings.model_fields[n] for n in ("precision", "device")})
+    add_field_flags(p, {"device": TRAIN_FIELDS["device"]})
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="inference precision (torch)"
+    )
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser(
@@ -329,7 +332,7 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
 def _control_commands(sub: argparse._SubParsersAction) -> None:
     """The service and the operator's commands (settings: KENPIN_* environment variables)."""
     p = sub.add_parser("serve", help="retrain on schedule and on request; gate; release")
-    p.set_defaults(run=operations.serve)
+    p.set_defaults(run=commands.serve)
 
     p = sub.add_parser("retrain", help="ask the trainer service for a retrain; prints its id")
     p.add_argument("--reason", required=True, help="why, in words")
@@ -341,43 +344,43 @@ def _control_commands(sub: argparse._SubParsersAction) -> None:
         help="JSON overrides of the trainer's recipe for this run, e.g. '{\"epochs\": 30}'; "
         f"keys: {', '.join(REQUEST_KEYS)}",
     )
-    p.set_defaults(run=operations.retrain)
+    p.set_defaults(run=commands.retrain)
 
     p = sub.add_parser("retrain-status", help="the outcome of a retrain request")
     p.add_argument("request_id")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to finish")
-    p.set_defaults(run=operations.retrain_status)
+    p.set_defaults(run=commands.retrain_status)
 
     p = sub.add_parser("import-normals", help="seed the normal store from a folder of images")
     p.add_argument("--product", required=True)
     p.add_argument("folder", type=Path)
-    p.set_defaults(run=operations.import_normals)
+    p.set_defaults(run=commands.import_normals)
 
     p = sub.add_parser("mark-good", help="file a flagged frame as a normal of its product")
     p.add_argument("frame_id")
     p.add_argument("--product", help="default: read from the stored frame")
     p.add_argument("--line", help="narrows the search for the frame")
-    p.set_defaults(run=operations.mark_good)
+    p.set_defaults(run=commands.mark_good)
 
     p = sub.add_parser("release", help="list releases, activate one, roll back")
     rel = p.add_subparsers(dest="action", required=True)
     a = rel.add_parser("list", help="releases in the bucket, * marks the current one")
-    a.set_defaults(run=operations.release_list)
+    a.set_defaults(run=commands.release_list)
     a = rel.add_parser("activate", help="make a stored release current")
     a.add_argument("version")
-    a.set_defaults(run=operations.release_activate)
+    a.set_defaults(run=commands.release_activate)
     a = rel.add_parser("rollback", help="make the previous release current again")
-    a.set_defaults(run=operations.release_rollback)
+    a.set_defaults(run=commands.release_rollback)
 
     p = sub.add_parser("workers", help="live workers and the release each one serves")
-    p.set_defaults(run=operations.workers)
+    p.set_defaults(run=commands.workers)
 
     p = sub.add_parser(
         "lifecycle",
         help="set the bucket's retention rules (heatmaps, originals, normals) from the "
         "KENPIN_*_RETENTION_DAYS settings; `serve` also sets them at start",
     )
-    p.set_defaults(run=operations.lifecycle)
+    p.set_defaults(run=commands.lifecycle)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from worker.logs import configure_logging
+    from planes.logs import configure_logging
 
     configure_logging()
     try:

@@ -44,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydantic import ValidationError
 
-    from schemas.settings import settings_problems
-    from worker.logs import configure_logging
+    from planes.logs import configure_logging
+    from planes.settings import settings_problems
     from worker.settings import WorkerSettings
 
     try:
         settings = WorkerSettings()
     except ValidationError as exc:  # one line an operator can act on, not a traceback
-        print(f"kenpin-worker: invalid settings: {settings_problems(exc)}", file=sys.stderr)
+        print(f"kenpin-worker: {settings_problems(exc, WorkerSettings)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
 
@@ -90,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from kafka.errors import NoBrokersAvailable
 
-    from worker.control import ControlAccessDenied, ControlPlane
+    from planes.control import ControlAccessDenied, ControlPlane
+    from planes.logs import get_logger
+    from planes.storage import ObjectStore, StoreAccessDenied
     from worker.hot_swap import HotSwap
-    from worker.logs import get_logger
     from worker.metrics import Health, WorkerMetrics, make_app, serve
     from worker.normals import NormalSampler
     from worker.service import Worker
     from worker.startup import NoModelToServe, start_model
-    from worker.storage import ObjectStore, StoreAccessDenied
 
     metrics = WorkerMetrics()
     health = Health(

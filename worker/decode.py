@@ -1,6 +1,6 @@
 """A frame off the line to RGB pixels: the record's bytes and its declared content type.
 
-The pixels come from the model's one image decoder (`worker.model.images`), the
+The pixels come from the model's one image decoder (`model.images`), the
 same one training, the release gate and evaluation read files with, so the
 worker judges exactly the pixels a model learned from. What is the frame's own
 business is its header: a content type as a camera declares it
@@ -8,14 +8,14 @@ business is its header: a content type as a camera declares it
 
 `decode_frame` is pure and thread-safe; OpenCV releases the GIL while
 decoding, so a thread pool decodes frames in parallel. A bad frame raises
-`worker.model.images.DecodeError`, whose reason is the dead-letter code.
+`model.images.DecodeError`, whose reason is the dead-letter code.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from worker.model.images import decode_image
+from model.images import decode_image
 
 
 def decode_frame(data: bytes, content_type: str, max_pixels: int) -> np.ndarray:

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planes.logs import get_logger
+from planes.storage import ObjectStore
 from schemas.frames import FrameHeaders
 from schemas.object_layout import frame_key, heatmap_key
 from worker.heatmaps import render_overlay
-from worker.logs import get_logger
 from worker.metrics import WorkerMetrics
-from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 

@@ -8,7 +8,7 @@ starting worker takes too):
 
 1. downloads `models/<version>/` from S3 into a staging folder beside `releases_dir`,
    having checked that the stored manifest is the announced one (same files),
-2. loads it (`worker.model.release`, the one path every process loads a release
+2. loads it (`model.release`, the one path every process loads a release
    by): every file's sha256 verified, safetensors only, never pickle, the network
    of the manifest's architecture,
 3. runs a smoke batch (finite scores, one score and one map per frame),
@@ -44,17 +44,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.loading import fetch_model
+from model.release import RefusalReason, ReleaseRefused
+from model.runtime import InspectionModel
+from planes.control import ControlPlane
+from planes.logs import get_logger
+from planes.storage import ObjectStore
 from schemas.common import utc_now
 from schemas.control import WorkerHeartbeat
 from schemas.manifest import ModelManifest
 from schemas.object_layout import release_prefix
-from worker.control import ControlPlane
-from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
-from worker.model.release import RefusalReason, ReleaseRefused, fetch_model
-from worker.model.runtime import InspectionModel
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 

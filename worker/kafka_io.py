@@ -16,7 +16,7 @@ that is decided here, in the client settings:
 - a consumer group new to a topic starts at its beginning
   (`auto_offset_reset="earliest"`): a new line's first frames are not skipped;
 - every client (consumer, producer, admin) reaches the brokers the same way:
-  TLS and SASL come from the settings through `schemas.kafka_client.security_config`
+  TLS and SASL come from the settings through `planes.kafka.security_config`
   (shared with the console and the PLC bridge), never from code;
 - a topic kenpin creates gets its retention and largest record size from the
   settings (`retention.ms`, `max.message.bytes`), sized for full-resolution frames.
@@ -29,37 +29,23 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
+from planes.kafka import fetch_sizes, security_config
 from schemas.deadletters import DeadLetter
-from schemas.kafka_client import KafkaConnection, security_config
 from schemas.topics import VERDICTS_TOPIC_PREFIX, verdict_topic
 from schemas.verdicts import Verdict
 
-#: kafka-python's fetch_max_bytes default (50 MiB), kept unless one frame is larger.
-FETCH_MAX_BYTES = 52_428_800
-RESPONSE_OVERHEAD_BYTES = 1024 * 1024
+if TYPE_CHECKING:
+    from worker.settings import WorkerSettings
 
 
-class KafkaSettings(KafkaConnection, Protocol):
-    """The settings this module reads (a subset of WorkerSettings)."""
-
-    frames_topic_pattern: str
-    consumer_group: str
-    session_timeout_ms: int
-    metadata_max_age_ms: int
-    kafka_max_message_bytes: int
-    max_batch: int
-    topic_retention_ms: int
-    topic_max_message_bytes: int
-
-
-def topic_configs(settings: KafkaSettings) -> dict[str, str]:
+def topic_configs(settings: WorkerSettings) -> dict[str, str]:
     """The configs of a topic kenpin creates: retention and the largest record."""
     return {
         "retention.ms": str(settings.topic_retention_ms),
@@ -67,7 +53,7 @@ def topic_configs(settings: KafkaSettings) -> dict[str, str]:
     }
 
 
-def consumer_config(settings: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
+def consumer_config(settings: WorkerSettings, *, client_id: str | None = None) -> dict[str, Any]:
     """Keyword arguments for KafkaConsumer: manual commits, quick discovery of new topics."""
     config: dict[str, Any] = {
         **security_config(settings),
@@ -85,13 +71,7 @@ def consumer_config(settings: KafkaSettings, *, client_id: str | None = None) ->
         # with SyncGroup during a rebalance) would stall the line for five minutes.
         # 30 s is the Java client's default; JoinGroup gets its own longer timeout.
         "request_timeout_ms": max(30_000, settings.session_timeout_ms + 5_000),
-        "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
-        # One fetch response carries several partitions; the client refuses any network
-        # frame over receive_message_max_bytes (1 MB by default: one full-resolution frame
-        # broke it), so it must exceed the whole fetch.
-        "fetch_max_bytes": max(FETCH_MAX_BYTES, settings.kafka_max_message_bytes),
-        "receive_message_max_bytes": max(FETCH_MAX_BYTES, settings.kafka_max_message_bytes)
-        + RESPONSE_OVERHEAD_BYTES,
+        **fetch_sizes(settings.kafka_max_message_bytes),
         "allow_auto_create_topics": False,
     }
     if client_id:
@@ -99,7 +79,7 @@ def consumer_config(settings: KafkaSettings, *, client_id: str | None = None) ->
     return config
 
 
-def producer_config(settings: KafkaSettings, *, client_id: str | None = None) -> dict[str, Any]:
+def producer_config(settings: WorkerSettings, *, client_id: str | None = None) -> dict[str, Any]:
     """Keyword arguments for KafkaProducer: durable acks, retries, small batching delay."""
     config: dict[str, Any] = {
         **security_config(settings),
@@ -126,7 +106,7 @@ def producer_config(settings: KafkaSettings, *, client_id: str | None = None) ->
 
 
 def make_frame_consumer(
-    settings: KafkaSettings, *, client_id: str | None = None, **overrides: Any
+    settings: WorkerSettings, *, client_id: str | None = None, **overrides: Any
 ) -> KafkaConsumer:
     """A consumer in the worker group, not yet subscribed (see `has_matching_topic`).
 
@@ -155,7 +135,7 @@ class TopicAdmin:
     A new one gets `topic_configs` (retention, largest record).
     """
 
-    def __init__(self, settings: KafkaSettings, replication: int = 1) -> None:
+    def __init__(self, settings: WorkerSettings, replication: int = 1) -> None:
         self.settings = settings
         self.replication = replication
         self._admin: KafkaAdminClient | None = None
@@ -184,7 +164,7 @@ class TopicAdmin:
 
 
 def make_producer(
-    settings: KafkaSettings, *, client_id: str | None = None, **overrides: Any
+    settings: WorkerSettings, *, client_id: str | None = None, **overrides: Any
 ) -> KafkaProducer:
     """A producer for verdicts, dead letters and (in the camera simulator) frames.
 

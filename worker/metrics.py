@@ -13,7 +13,7 @@ Liveness and readiness are apart because they call for different actions: a
 worker waiting for its partitions (more workers than partitions, a rebalance)
 is healthy and must not be killed, but it does not judge frames either.
 
-The server is `worker.http_endpoints` (the trainer serves its own metrics and
+The server is `planes.http_endpoints` (the trainer serves its own metrics and
 probes through it too). It binds loopback unless told otherwise
 (`KENPIN_METRICS_HOST`): the endpoints are unauthenticated.
 
@@ -52,8 +52,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from planes.http_endpoints import WsgiApp, make_endpoints, serve
 from schemas.frames import HEADER_NAMES
-from worker.http_endpoints import WsgiApp, make_endpoints, serve
 
 __all__ = ["Health", "WorkerMetrics", "make_app", "product_label", "serve"]
 

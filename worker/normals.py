@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 
+from planes.logs import get_logger
+from planes.storage import ObjectStore
 from schemas.frames import FrameHeaders
 from schemas.object_layout import normal_key
-from worker.logs import get_logger
 from worker.metrics import WorkerMetrics
-from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 

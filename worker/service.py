@@ -37,6 +37,10 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Offse
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from model.images import DecodeError
+from model.runtime import InspectionModel
+from planes.logs import get_logger
+from planes.storage import ObjectStore
 from schemas.deadletters import DeadLetter, DeadLetterReason
 from schemas.frames import FrameHeaders, FrameHeadersError, part_identity
 from schemas.object_layout import heatmap_key
@@ -53,14 +57,10 @@ from worker.kafka_io import (
     send_dead_letter,
     send_verdict,
 )
-from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics, product_label
-from worker.model.images import DecodeError
-from worker.model.runtime import InspectionModel
 from worker.normals import NormalSampler
 from worker.offsets import OffsetTracker, Output
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 

@@ -1,10 +1,10 @@
 """Every knob of a worker in one place, read from `KENPIN_*` environment variables.
 
 One class, so an operator can see the whole configuration surface of a worker
-in a single file and a deployment manifest can set any of it without code; what
-every kenpin process shares (Redis, S3, the device, logging) is declared in its
-base, `schemas.settings.PlaneSettings`. Credentials are `SecretStr`: they never
-show up in logs or reprs.
+in a single file and a deployment manifest can set any of it without code; how
+every kenpin process reaches Kafka, Redis and S3, and how it logs, is declared
+once in the plane blocks it mixes in (`planes.settings`). Credentials are
+`SecretStr`: they never show up in logs or reprs.
 
 Example: ``KENPIN_KAFKA_BOOTSTRAP=broker:9092 KENPIN_DEVICE=cuda kenpin-worker``.
 """
@@ -15,51 +15,29 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Literal, Self
+from typing import Self
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from model.images import DEFAULT_MAX_PIXELS
+from model.runtimes import RUNTIMES, Device, Precision, Runtime, check_choice
+from planes.settings import KafkaSettings, PlaneSettings
 from schemas.object_layout import MANIFEST_FILE
 from schemas.redis_keys import CURRENT_KEY
-from schemas.settings import PlaneSettings
 from schemas.topics import (
     CONSUMER_GROUP,
     DEADLETTER_TOPIC,
     FRAMES_TOPIC_PATTERN,
     VERDICTS_TOPIC_PREFIX,
 )
-from worker.model.runtimes import check_choice
 
 _DEAD_LETTER_OVERHEAD = 64 * 1024
 
 
-class WorkerSettings(PlaneSettings):
-    """Configuration of one inference worker process (and what `PlaneSettings` shares)."""
+class WorkerSettings(KafkaSettings, PlaneSettings):
+    """Configuration of one inference worker process (and the plane blocks it mixes in)."""
 
-    # --- data plane: Kafka -------------------------------------------------------
-    kafka_bootstrap: str = Field(
-        default="localhost:9092", description="Comma-separated host:port list of brokers."
-    )
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT",
-        description="How every Kafka client (consumer, producer, admin) reaches the brokers.",
-    )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        default=None, description="SASL mechanism; required with SASL_PLAINTEXT / SASL_SSL."
-    )
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr = SecretStr("")
-    kafka_ssl_cafile: FilePath | None = Field(
-        default=None,
-        description="PEM bundle of the CA(s) of the brokers' certificates (SSL / SASL_SSL); "
-        "default: the system's CAs.",
-    )
-    kafka_ssl_certfile: FilePath | None = Field(
-        default=None, description="Client certificate (PEM), for brokers that require mTLS."
-    )
-    kafka_ssl_keyfile: FilePath | None = Field(
-        default=None, description="Private key of kafka_ssl_certfile (PEM, unencrypted)."
-    )
+    # --- data plane: Kafka (how to reach it: KafkaSettings) ----------------------
     topic_retention_ms: int = Field(
         default=24 * 3600 * 1000,
         ge=-1,
@@ -115,13 +93,6 @@ class WorkerSettings(PlaneSettings):
         default=5_000,
         ge=100,
         description="Metadata refresh period: bounds how late a new line's topic is noticed.",
-    )
-    kafka_max_message_bytes: int = Field(
-        default=8 * 1024 * 1024,
-        ge=1024,
-        description="Largest record the producer sends and the consumer fetches per "
-        "partition; full-resolution PNG frames exceed Kafka's 1 MB default. The broker's "
-        "message.max.bytes must be at least this.",
     )
     deadletter_max_original_bytes: int = Field(
         default=5 * 1024 * 1024,
@@ -204,12 +175,19 @@ class WorkerSettings(PlaneSettings):
     model_s3_key: str | None = Field(
         default=None, description="Object key prefix of an artifact to fetch at start."
     )
-    runtime: Literal["torch", "onnxruntime", "openvino"] = Field(
+    runtime: Runtime = Field(
         default="torch",
         description="What runs the network: torch, or the release's ONNX export through "
         "onnxruntime or openvino (served only once it judges as torch fp32 does; a release "
-        "without an export is served by torch, with a warning). Precisions: torch "
-        "fp32/bf16/fp16, onnxruntime fp32 (fp16 with TensorRT), openvino fp32/bf16.",
+        "without an export is served by torch, with a warning). Precisions: "
+        + ", ".join(f"{name} {'/'.join(spec.precisions)}" for name, spec in RUNTIMES.items())
+        + " (onnxruntime fp16 with TensorRT).",
+    )
+    device: Device = Field(
+        default="auto", description="Where the model runs; auto: CUDA when present, else the CPU."
+    )
+    precision: Precision = Field(
+        default="fp32", description="Numeric precision of inference (autocast for bf16/fp16)."
     )
 
     # --- the loop ----------------------------------------------------------------
@@ -219,7 +197,7 @@ class WorkerSettings(PlaneSettings):
     )
     decode_threads: int = Field(default=2, ge=1)
     max_image_pixels: int = Field(
-        default=40_000_000,
+        default=DEFAULT_MAX_PIXELS,
         ge=1,
         description="Largest width x height accepted, checked from the image header before "
         "decoding, so a decompression bomb cannot exhaust memory.",
@@ -269,19 +247,7 @@ class WorkerSettings(PlaneSettings):
         return self
 
     @model_validator(mode="after")
-    def _kafka_security_complete(self) -> Self:
-        # A half-configured client fails at its first connection with a vague
-        # network error; say what is missing at start instead.
-        if self.kafka_security_protocol.startswith("SASL_"):
-            if self.kafka_sasl_mechanism is None:
-                raise ValueError(
-                    f"kafka_security_protocol={self.kafka_security_protocol} needs "
-                    "kafka_sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
-                )
-            if not self.kafka_sasl_username or not self.kafka_sasl_password.get_secret_value():
-                raise ValueError("SASL needs kafka_sasl_username and kafka_sasl_password")
-        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
-            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+    def _topics_hold_the_largest_record(self) -> Self:
         if self.topic_max_message_bytes < self.kafka_max_message_bytes:
             raise ValueError(
                 f"topic_max_message_bytes={self.topic_max_message_bytes} is below "

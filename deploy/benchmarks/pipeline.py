@@ -51,17 +51,18 @@ from kafka.admin import NewTopic
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
-from schemas.settings import settings_env
+from model.loading import load_model, load_network
+from model.release import read_manifest
+from model.runtime import InspectionModel
+from model.runtimes import ONNX_FILE, RUNTIMES, check_choice
+from planes.settings import settings_env
+from planes.storage import ObjectStore
 from schemas.topics import frames_topic, frames_topic_pattern, verdict_topic
 from trainer.learning.data import discover, read_rgb
 from trainer.learning.export import add_onnx_export
 from worker.camera import stream_folder
 from worker.heatmaps import render_overlay
-from worker.model.release import load_model, load_network, read_manifest
-from worker.model.runtime import InspectionModel
-from worker.model.runtimes import ONNX_FILE
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore
 
 
 def with_export(model_path: Path, out: Path) -> Path:
@@ -217,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runtime",
         action="append",
-        help="runtime:precision, repeatable (torch:fp32, torch:bf16, onnxruntime:fp32, "
-        "openvino:fp32, openvino:bf16); default torch:<--precision>",
+        help="runtime:precision, repeatable ("
+        + ", ".join(f"{n}:{p}" for n, s in RUNTIMES.items() for p in s.precisions)
+        + "); default torch:<--precision>",
     )
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="bf16", choices=RUNTIMES["torch"].precisions)
     parser.add_argument("--frames", type=int, default=480, help="backlog size")
     parser.add_argument(
         "--frames-from",
@@ -247,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     runtimes = [r.partition(":") for r in args.runtime or [f"torch:{args.precision}"]]
+    for runtime, _, precision in runtimes:
+        try:
+            check_choice(runtime, precision or "fp32")
+        except ValueError as exc:
+            parser.error(str(exc))
 
     products = [p for p in discover(args.source) if p.test]
     images = [item.path for p in products for item in p.test]

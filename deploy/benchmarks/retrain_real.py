@@ -25,9 +25,9 @@ from pathlib import Path
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
-from schemas.settings import settings_env
+from model.runtime import fastest_precision, resolve_device
+from planes.settings import settings_env
 from trainer.service.settings import TrainerSettings
-from worker.model.runtime import fastest_precision, resolve_device
 from worker.settings import WorkerSettings
 
 
@@ -53,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/retrain-real"))
     args = parser.parse_args(argv)
 
+    from operations.releases import publish
+    from planes.control import ControlPlane
+    from planes.storage import ObjectStore
     from trainer.learning.config import TrainConfig
     from trainer.learning.export import export
     from trainer.learning.train import train
-    from trainer.service.releases import publish
-    from worker.control import ControlPlane
-    from worker.storage import ObjectStore
 
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)

@@ -46,8 +46,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.structs import TopicPartition
 
+from planes.settings import settings_env
 from schemas.frames import FrameHeaders, content_type_for_path
-from schemas.settings import settings_env
 from schemas.topics import DEADLETTER_TOPIC, frames_topic, frames_topic_pattern, verdict_topic
 from schemas.verdicts import Verdict
 from worker.settings import WorkerSettings

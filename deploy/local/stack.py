@@ -77,7 +77,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from schemas.settings import settings_env
+from planes.settings import settings_env
 from worker.settings import WorkerSettings
 
 from .binaries import Binaries, find_binaries

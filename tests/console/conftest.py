@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 
 from console.app import create_app
 from console.live import VerdictHub
-from console.planes import Image
+from console.plant import Image
 from console.settings import ConsoleSettings
+from operations.releases import ReleaseError
 from schemas.control import RetrainOutcome, WorkerHeartbeat
 from schemas.object_layout import heatmap_key
 from schemas.verdicts import Verdict
-from trainer.service.releases import ReleaseError
 
 PASSWORD = "correct horse battery staple"
 CAPTURED = datetime(2026, 11, 29, 8, 30, tzinfo=UTC)

@@ -220,8 +220,8 @@ def test_the_origin_check(origin, referer, allowed, ok):
 def test_the_releases_page_shows_each_gate_report_and_acts_on_the_others(console):
     from pathlib import Path
 
+    from operations.releases import ReleaseEntry
     from schemas.manifest import ModelManifest
-    from trainer.service.releases import ReleaseEntry
 
     stored = Path(__file__).parents[1] / "worker" / "data" / "release_v1_manifest.json"
     first = ModelManifest.model_validate_json(stored.read_text())

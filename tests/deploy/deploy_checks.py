@@ -16,21 +16,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings
+
+from planes.settings import env_names
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
 #: The settings classes each entry point reads ("module:Class"). The console reads its own
-#: settings and, for the planes, the operator commands' (console/planes.py -> connect()).
+#: settings and, for the planes, the operator commands' (console/plant.py -> connect()).
 SETTINGS_OF_COMMAND: dict[str, tuple[str, ...]] = {
     "kenpin-worker": ("worker.settings:WorkerSettings",),
     "kenpin-trainer": ("trainer.service.settings:TrainerSettings",),
-    "kenpin-console": (
-        "console.settings:ConsoleSettings",
-        "trainer.service.settings:TrainerSettings",
-    ),
+    "kenpin-console": ("console.settings:ConsoleSettings",),
     "kenpin-bridge": ("bridge.settings:BridgeSettings",),
 }
 
@@ -54,26 +53,6 @@ def settings_classes(command: str) -> list[type[BaseSettings]]:
         except (ImportError, AttributeError) as exc:
             pytest.fail(f"{command} is deployed but its settings {spec} are missing: {exc}")
     return classes
-
-
-def env_names(model: type[BaseSettings]) -> dict[str, str]:
-    """Environment variable -> field of `model`, as pydantic-settings reads them.
-
-    A field with a validation alias is read under the alias alone (no prefix).
-    """
-    prefix = model.model_config.get("env_prefix", "")
-    names: dict[str, str] = {}
-    for field, info in model.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            choices = [c for c in alias.choices if isinstance(c, str)]
-        elif isinstance(alias, str):
-            choices = [alias]
-        else:
-            choices = [f"{prefix}{field}"]
-        for choice in choices:
-            names[choice.upper()] = field
-    return names
 
 
 def all_setting_names() -> set[str]:

@@ -299,8 +299,9 @@ def test_gpu_only_in_the_gpu_overlay(rendered):
     assert gpus("gpu", "kenpin-worker") == 1
     assert gpus("gpu", "kenpin-trainer") == 1
     assert gpus("cpu", "kenpin-worker") is None
-    assert _config_maps(rendered["gpu"])["kenpin-plane"]["KENPIN_DEVICE"] == "cuda"
-    assert _config_maps(rendered["cpu"])["kenpin-plane"]["KENPIN_DEVICE"] == "cpu"
+    for process in ("kenpin-worker", "kenpin-trainer"):  # where the model runs: their own
+        assert _config_maps(rendered["gpu"])[process]["KENPIN_DEVICE"] == "cuda"
+        assert _config_maps(rendered["cpu"])[process]["KENPIN_DEVICE"] == "cpu"
     for overlay, suffix in (("cpu", "-cpu"), ("gpu", "-cuda")):
         for workload in _workloads(rendered[overlay]):
             for container in _containers(workload):

@@ -11,15 +11,15 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
+from model.loading import load_model
+from planes.control import ControlPlane
+from planes.storage import ObjectStore
 from schemas.common import utc_now
 from tests.integration.frames import frame_id_of, headers_for
-from worker.control import ControlPlane
 from worker.hot_swap import HotSwap
 from worker.metrics import WorkerMetrics
-from worker.model.release import load_model
 from worker.service import Worker
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore
 
 
 @dataclass

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from planes.control import ControlPlane
 from tests.integration.pipeline import collect_outcomes, create_topics, run_settings, test_images
 from tests.integration.releases import Camera, run_id, start_worker, wait_for
-from worker.control import ControlPlane
 
 BROKER_OUTAGE_S = 20
 REDIS_OUTAGE_S = 15

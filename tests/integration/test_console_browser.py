@@ -30,8 +30,12 @@ from kafka import KafkaProducer
 
 from console.app import create_app
 from console.live import VerdictFeed, VerdictHub
-from console.planes import PlantPlanes
+from console.plant import PlantPlanes
 from console.settings import ConsoleSettings
+from operations import releases
+from operations.retrain_queue import RetrainQueue
+from planes.control import ControlPlane
+from planes.storage import ObjectStore
 from schemas.common import utc_now
 from schemas.control import RetrainOutcome, WorkerHeartbeat
 from schemas.manifest import ModelManifest
@@ -40,13 +44,9 @@ from schemas.topics import verdict_topic
 from schemas.verdicts import Verdict
 from tests.integration.pipeline import create_topics
 from tests.integration.releases import run_id, wait_for
-from trainer.service import releases
-from trainer.service.operations import Plane
-from trainer.service.retrain_queue import RetrainQueue
+from trainer.service.commands import Plane
 from trainer.service.settings import TrainerSettings
-from worker.control import ControlPlane
 from worker.heatmaps import render_overlay
-from worker.storage import ObjectStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,9 +16,9 @@ import uuid
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from planes.storage import KIND_TAG, ObjectStore
 from worker.kafka_io import TopicAdmin, security_config
 from worker.settings import WorkerSettings
-from worker.storage import KIND_TAG, ObjectStore
 
 
 def test_the_lifecycle_command_sets_one_rule_per_kind_kept_for_a_while(local_stack):

@@ -18,6 +18,10 @@ import pytest
 import torch
 from kafka import KafkaProducer
 
+from model.release import read_manifest, sha256_file
+from operations.releases import publish, upload
+from planes.control import ControlPlane
+from planes.storage import ObjectStore
 from schemas.object_layout import MANIFEST_FILE
 from tests.integration.frames import produce_frames
 from tests.integration.releases import Camera, run_id, start_worker, wait_for
@@ -26,11 +30,6 @@ from trainer.learning.config import TrainConfig
 from trainer.learning.export import export
 from trainer.learning.synthetic_dataset import generate
 from trainer.learning.train import train
-from trainer.service.releases import publish, upload
-from worker.control import ControlPlane
-from worker.model.backbones import sha256_file
-from worker.model.release import read_manifest
-from worker.storage import ObjectStore
 
 PRODUCTS = ("washer", "tile")
 

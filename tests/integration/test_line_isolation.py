@@ -15,6 +15,8 @@ import uuid
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from model.loading import load_model
+from planes.storage import ObjectStore
 from tests.integration.frames import headers_for, produce_frames
 from tests.integration.pipeline import (
     collect_outcomes,
@@ -24,9 +26,7 @@ from tests.integration.pipeline import (
     wait_for_commits,
 )
 from worker.cli import main as worker_cli
-from worker.model.release import load_model
 from worker.service import Worker
-from worker.storage import ObjectStore
 
 
 def _topics(stack) -> set[str]:

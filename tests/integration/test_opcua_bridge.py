@@ -31,12 +31,12 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from model.loading import load_model
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders
 from schemas.verdicts import Verdict
 from tests.integration.frames import headers_for
 from tests.integration.pipeline import create_topics, run_settings, test_images
-from worker.model.release import load_model
 from worker.service import Worker
 
 DEADLINE_MS = 500.0  # the line without a worker

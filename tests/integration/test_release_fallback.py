@@ -31,9 +31,13 @@ import torch
 from kafka import KafkaProducer
 from safetensors.torch import load_file
 
+from model.release import read_manifest, sha256_file
+from operations.releases import make_current, publish, upload
+from planes.control import ControlPlane
+from planes.settings import settings_env
+from planes.storage import ObjectStore
 from schemas.manifest import ModelManifest
 from schemas.object_layout import MANIFEST_FILE
-from schemas.settings import settings_env
 from tests.integration.frames import produce_frames
 from tests.integration.pipeline import collect_outcomes, create_topics, run_settings
 from tests.integration.releases import run_id, start_worker, wait_for
@@ -41,12 +45,7 @@ from trainer.learning.config import TrainConfig
 from trainer.learning.export import export
 from trainer.learning.synthetic_dataset import generate
 from trainer.learning.train import train
-from trainer.service.releases import make_current, publish, upload
-from worker.control import ControlPlane
-from worker.model.backbones import sha256_file
-from worker.model.release import read_manifest
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore
 
 PRODUCTS = ("washer", "tile")
 CHECK_INTERVAL_S = 1.0

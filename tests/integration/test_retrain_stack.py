@@ -36,7 +36,12 @@ import pytest
 import torch
 from kafka import KafkaProducer
 
-from schemas.settings import settings_env
+from operations.normal_store import import_folder
+from operations.releases import publish
+from operations.retrain_queue import RetrainQueue, TrainerLock
+from planes.control import ControlPlane
+from planes.settings import settings_env
+from planes.storage import ObjectStore
 from tests.integration.frames import produce_frames
 from tests.integration.releases import run_id, start_worker, wait_for
 from tests.integration.test_worker_pipeline import collect_outcomes, create_topics, run_settings
@@ -46,13 +51,8 @@ from trainer.learning.config import TrainConfig
 from trainer.learning.export import export
 from trainer.learning.synthetic_dataset import generate
 from trainer.learning.train import TrainResult, train
-from trainer.service.normal_store import import_folder
-from trainer.service.releases import publish
 from trainer.service.retrain import RetrainService
-from trainer.service.retrain_queue import RetrainQueue, TrainerLock
 from trainer.service.settings import TrainerSettings
-from worker.control import ControlPlane
-from worker.storage import ObjectStore
 
 PRODUCTS = ("washer", "tile")
 

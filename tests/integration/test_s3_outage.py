@@ -21,6 +21,8 @@ import pytest
 from kafka import KafkaProducer
 
 from deploy.local.stack import LocalStack
+from model.loading import load_model
+from planes.storage import ObjectStore
 from tests.integration.frames import Sent, produce_frames
 from tests.integration.pipeline import (
     collect_outcomes,
@@ -30,9 +32,7 @@ from tests.integration.pipeline import (
     test_images,
     wait_for_commits,
 )
-from worker.model.release import load_model
 from worker.service import Worker
-from worker.storage import ObjectStore
 
 OUTAGE_S = float(os.environ.get("KENPIN_TEST_S3_OUTAGE_S", "120"))
 FPS = 4.0

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from deploy.local.stack import LocalStack, StackSettings
+from planes.control import ControlAccessDenied, ControlPlane
+from planes.storage import ObjectStore, StoreAccessDenied
 from schemas.control import WorkerHeartbeat
-from worker.control import ControlAccessDenied, ControlPlane
 from worker.settings import WorkerSettings
-from worker.storage import ObjectStore, StoreAccessDenied
 
 
 @pytest.fixture(scope="module")

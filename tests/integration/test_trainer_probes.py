@@ -18,8 +18,8 @@ import urllib.request
 import uuid
 
 from deploy.local.processes import free_port
-from trainer.service.retrain_queue import RetrainQueue
-from worker.control import ControlPlane
+from operations.retrain_queue import RetrainQueue
+from planes.control import ControlPlane
 
 
 def test_serve_reports_queue_depth_last_outcome_and_stage_times(local_stack, tmp_path):

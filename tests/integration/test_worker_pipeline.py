@@ -18,7 +18,9 @@ from collections import Counter
 
 from kafka import KafkaProducer
 
-from schemas.settings import settings_env
+from model.loading import load_model
+from planes.settings import settings_env
+from planes.storage import ObjectStore
 from tests.integration.frames import Sent, produce_frames
 from tests.integration.pipeline import (
     collect_outcomes,
@@ -29,9 +31,7 @@ from tests.integration.pipeline import (
     test_images,
     wait_for_commits,
 )
-from worker.model.release import load_model
 from worker.service import Worker
-from worker.storage import ObjectStore
 
 
 def test_every_frame_gets_exactly_one_outcome(local_stack, artifact, line_data):

@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from planes.control import ControlPlane
+from planes.logs import configure_logging
 from trainer.learning.config import TrainConfig
 from trainer.learning.train import TrainResult
 from trainer.service.retrain import RetrainService
 from trainer.service.settings import TrainerSettings
-from worker.control import ControlPlane
-from worker.logs import configure_logging
 
 
 def training_marker(trainer_id: str) -> str:

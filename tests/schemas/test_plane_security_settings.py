@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from schemas.settings import PlaneSettings, settings_problems
+from planes.settings import PlaneSettings, settings_problems
 
 
 def test_the_redis_password_is_given_once():
@@ -34,4 +34,5 @@ def test_a_settings_error_is_one_line_naming_the_variables(tmp_path):
         PlaneSettings(s3_ca_file=tmp_path / "missing.pem", log_level="LOUD")
     line = settings_problems(info.value)
     assert "\n" not in line
-    assert line.startswith("KENPIN_S3_CA_FILE: ") and "KENPIN_LOG_LEVEL: " in line
+    assert line.startswith("invalid settings: ")
+    assert "KENPIN_S3_CA_FILE: " in line and "KENPIN_LOG_LEVEL: " in line

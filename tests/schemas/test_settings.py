@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from schemas.settings import PlaneSettings, settings_env
+from planes.settings import PlaneSettings, settings_env
 from trainer.service.settings import TrainerSettings
 from worker.settings import WorkerSettings
 

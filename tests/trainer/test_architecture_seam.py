@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import torch
 
+from model import registry
+from operations.releases import upload
 from tests.worker.fakes import FakeControl, FakeStore
 from tests.worker.test_model_seam import SIZE, TinyConv, frames, settings_for, toy_manifest
 from trainer.learning.config import TrainConfig
 from trainer.learning.data import discover, read_images
 from trainer.learning.export import export
-from trainer.learning.learners import fit, register_learner, unregister_learner
+from trainer.learning.learners import fit
 from trainer.learning.train import TrainResult
-from trainer.service.releases import upload
 from worker.hot_swap import HotSwap
 from worker.metrics import Health, WorkerMetrics
-from worker.model import registry
 from worker.startup import start_model
 
 
@@ -41,27 +41,25 @@ def fit_tiny_conv(data_dir: Path, config: TrainConfig, progress: bool) -> TrainR
         normals = batch([p for product in products for p in product.normals])
         features = network.conv((normals.float() - network.mean) / network.std)
         network.bank.copy_(features.mean(dim=(0, 2, 3)))
-        val_scores = {p.name: network(batch(p.normals))[1].numpy() for p in products}
+        val_scores = {p.name: network(batch(p.normals)).scores.numpy() for p in products}
     return TrainResult(
         network=network.eval(),
         config=config,
         best_epoch=1,
-        best_val_map=0.0,
         val_scores=val_scores,
         history=[{"epoch": 1}],
         seconds=0.0,
         data={"root": str(data_dir)},
+        state=None,
         manifest_fields={"normalisation": toy_manifest("untrained").normalisation},
     )
 
 
 @pytest.fixture
 def tiny_conv():
-    registry.register("tiny_conv")(TinyConv)
-    register_learner("tiny_conv")(fit_tiny_conv)
+    registry.register("tiny_conv", learner=fit_tiny_conv)(TinyConv)
     yield TrainConfig(architecture="tiny_conv", image_size=SIZE, epochs=1)
     registry.unregister("tiny_conv")
-    unregister_learner("tiny_conv")
 
 
 def test_a_toy_architecture_trains_releases_hot_swaps_and_serves(
@@ -96,7 +94,7 @@ def test_a_toy_architecture_trains_releases_hot_swaps_and_serves(
 
 
 def test_an_architecture_without_a_learner_is_refused_before_training(synthetic_data):
-    with pytest.raises(LookupError, match="no learner for architecture 'nobody'"):
+    with pytest.raises(LookupError, match="architecture 'nobody' is not one of"):
         fit(synthetic_data, TrainConfig(architecture="nobody"), progress=False)
 
 
@@ -107,4 +105,4 @@ def _export(result: TrainResult, folder: Path, version: str) -> Path:
 
 def _scores(network: torch.nn.Module, batch: list[np.ndarray]) -> np.ndarray:
     with torch.no_grad():
-        return network(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2))[1].numpy()
+        return network(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)).scores.numpy()

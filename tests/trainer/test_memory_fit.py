@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from model.loading import load_network
 from trainer.learning.config import TrainConfig
 from trainer.learning.data import discover, read_images, split_normals
 from trainer.learning.export import export, export_with_memory
 from trainer.learning.memory_fit import greedy_coreset, served_scores
 from trainer.learning.train import train
-from worker.model.release import load_network
 
 
 def test_the_coreset_takes_one_row_of_each_far_apart_cluster_first():

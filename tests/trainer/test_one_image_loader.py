@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+from model.images import DEFAULT_MAX_PIXELS, load_image
+from model.network import StudentTeacher
+from model.runtime import InspectionModel
 from schemas.frames import FrameHeaders
 from schemas.manifest import ModelManifest, Normalisation, ProductThreshold
 from schemas.verdicts import Verdict
@@ -27,9 +30,6 @@ from trainer.learning.data import read_images, read_mask, read_rgb
 from trainer.learning.train import student_scores, teacher_pyramid
 from trainer.service.gate import score_files
 from worker.decode import decode_frame
-from worker.model.images import DEFAULT_MAX_PIXELS, load_image
-from worker.model.network import StudentTeacher
-from worker.model.runtime import InspectionModel
 
 SIZE = 64
 
@@ -122,7 +122,7 @@ def test_training_gate_and_worker_see_the_same_pixels_and_score(model, part):
 
     # training's calibration scores (its own batched teacher/student pass) agree to rounding
     teacher = teacher_pyramid(model.network, training_pixels)
-    training_score = float(student_scores(model.network, training_pixels, teacher)[0][0])
+    training_score = float(student_scores(model.network, training_pixels, teacher).scores[0])
     assert training_score == pytest.approx(worker_score, rel=1e-5)
 
     # and the same file read the imread way would have been judged differently

@@ -2,9 +2,9 @@
 
 import json
 
+from model.network import StudentTeacher
 from trainer.learning.data import discover, split_test
 from trainer.research.sweep import LabelledScorer, format_sweep, run_sweep
-from worker.model.network import StudentTeacher
 
 
 def test_tune_and_holdout_halves_partition_each_defect_type(synthetic_data):

@@ -2,9 +2,9 @@
 
 import torch
 
+from model.network import StudentTeacher
 from trainer.learning.data import GOOD, TestImage, discover
 from trainer.research.teacher_probe import build_memory, probe_product, score_tests
-from worker.model.network import StudentTeacher
 
 
 def test_an_image_whose_every_patch_is_in_memory_scores_zero(synthetic_data):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from model.loading import load_model, load_network
+from model.release import ReleaseRefused
 from trainer.learning.config import TrainConfig
 from trainer.learning.evaluate import evaluate_artifact
 from trainer.learning.export import export
 from trainer.learning.train import train
-from worker.model.release import ReleaseRefused, load_model, load_network
 
 TINY = TrainConfig(image_size=64, epochs=2, batch_size=8, seed=3)
 
@@ -49,7 +50,7 @@ def test_export_loads_without_pickle_and_serves(tmp_path, trained):
     assert judged.scores.shape == (3,) and judged.maps.shape == (3, 64, 64)
     # the served model computes what the trainer's network computes
     with torch.inference_mode():
-        _, reference = trained.network(torch.zeros(3, 3, 64, 64))
+        reference = trained.network(torch.zeros(3, 3, 64, 64)).scores
     np.testing.assert_allclose(judged.scores, reference.numpy(), rtol=1e-5)
 
 
@@ -67,7 +68,7 @@ def test_a_pickle_in_place_of_weights_is_refused(tmp_path, trained):
     manifest = export(trained, tmp_path / "model", version="t3")
     weights = tmp_path / "model" / "model.safetensors"
     torch.save(trained.network.state_dict(), weights)  # a pickle, even with a matching hash
-    from worker.model.backbones import sha256_file
+    from model.release import sha256_file
 
     file = manifest.files[0].model_copy(update={"sha256": sha256_file(weights)})
     (tmp_path / "model" / "manifest.json").write_text(

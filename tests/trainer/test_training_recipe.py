@@ -90,7 +90,7 @@ def test_a_config_is_frozen_and_copied_with_changes():
 
 
 def test_bf16_units_are_read_off_the_cpu_flags(tmp_path):
-    from worker.model.runtime import cpu_has_bf16_units
+    from model.runtime import cpu_has_bf16_units
 
     avx2 = tmp_path / "avx2"
     avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
@@ -104,7 +104,7 @@ def test_bf16_units_are_read_off_the_cpu_flags(tmp_path):
 def test_bf16_is_chosen_only_where_it_is_native(monkeypatch):
     import torch
 
-    from worker.model import runtime
+    from model import runtime
 
     monkeypatch.setattr(runtime, "cpu_has_bf16_units", lambda: False)
     assert runtime.fastest_precision(torch.device("cpu")) == "fp32"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from pydantic import SecretStr
 
-from worker.control import connect_with
+from planes.control import connect_with
 from worker.settings import WorkerSettings
 
 

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from model.images import DecodeError, declared_size, sniff_content_type
 from schemas.deadletters import DeadLetterReason
 from worker.decode import decode_frame
-from worker.model.images import DecodeError, declared_size, sniff_content_type
 
 LIMIT = 1_000_000
 

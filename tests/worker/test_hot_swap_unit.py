@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from model.release import read_manifest, sha256_file
 from schemas.object_layout import MANIFEST_FILE
 from tests.worker.fakes import FakeStore
 from trainer.learning.config import TrainConfig
@@ -19,8 +20,6 @@ from trainer.learning.synthetic_dataset import generate
 from trainer.learning.train import train
 from worker.hot_swap import HotSwap
 from worker.metrics import Health
-from worker.model.backbones import sha256_file
-from worker.model.release import read_manifest
 from worker.settings import WorkerSettings
 
 

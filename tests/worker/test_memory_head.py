@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from model.anomaly_map import score_pyramids
+from model.artifact import save_artifact
+from model.loading import load_model, load_network
+from model.memory_head import as_rows, nearest_distances, patch_features
+from model.network import StudentTeacher
+from model.runtimes import ONNX_FILE
 from schemas.manifest import MemoryHead, ModelManifest, ProductMemory, ProductThreshold, ReleaseFile
 from trainer.learning.export import add_onnx_export
-from worker.model.anomaly_map import score_pyramids
-from worker.model.artifact import save_artifact
-from worker.model.memory_head import as_rows, nearest_distances, patch_features
-from worker.model.network import StudentTeacher
-from worker.model.release import load_model, load_network
-from worker.model.runtimes import ONNX_FILE
 
 SIZE = 64
 
@@ -73,16 +73,16 @@ def test_the_memory_map_is_added_and_is_zero_on_the_memorys_own_patches():
     images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
     network = _network_with_memory(images)
     x = network.normalise(images)
-    alone, _ = score_pyramids(
+    alone = score_pyramids(
         network.teacher_features(x), network.student_features(x), (SIZE, SIZE), network.scoring
-    )
-    fused, _ = network(images)
+    ).maps
+    fused = network(images).maps
     # ~0 on its own rows: sqrt of the rounding error of ||q||² − 2q·m + ||m||², times weight 2
     torch.testing.assert_close(fused, alone, atol=1e-2, rtol=0)
     other = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
-    assert (network(other)[0] - alone).mean() > 0.1  # elsewhere, a positive weighted distance
+    assert (network(other).maps - alone).mean() > 0.1  # elsewhere, a positive weighted distance
     network.drop_memory()
-    torch.testing.assert_close(network(images)[0], alone)
+    torch.testing.assert_close(network(images).maps, alone)
 
 
 def test_a_release_with_a_memory_head_loads_serves_and_exports_faithfully(tmp_path):
@@ -95,6 +95,6 @@ def test_a_release_with_a_memory_head_loads_serves_and_exports_faithfully(tmp_pa
     assert read.memory_head == network.memory_head
     frames = np.random.default_rng(1).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
     with torch.no_grad():
-        expected = network(torch.from_numpy(frames).permute(0, 3, 1, 2))[1].numpy()
+        expected = network(torch.from_numpy(frames).permute(0, 3, 1, 2)).scores.numpy()
     served = load_model(tmp_path, device="cpu", runtime="onnxruntime")  # parity checked again
     np.testing.assert_allclose(served.judge(list(frames)).scores, expected, rtol=1e-4, atol=1e-4)

@@ -3,7 +3,7 @@
 (a) A toy second architecture, registered here in a few lines, is written as a
     release of two files (weights and a "memory bank"), uploaded as the trainer
     uploads releases, and loaded by a starting worker, by the hot swap and by
-    the trainer's loader, all through `worker.model.release`.
+    the trainer's loader, all through `model.release`.
 (b) A release written before manifests named an architecture and listed files
     (`tests/worker/data/release_v1_manifest.json`, captured from that code)
     still loads, from a folder, from the bucket at start, and by the hot swap.
@@ -22,17 +22,18 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from model import loading, registry
+from model.artifact import write_manifest
+from model.judgement import Judgement
+from model.loading import fetch_model, load_network
+from model.network import StudentTeacher
+from model.release import RefusalReason, ReleaseRefused, sha256_file
+from operations.releases import upload
 from schemas.manifest import ModelManifest, Normalisation, ProductThreshold, ReleaseFile
 from schemas.object_layout import MANIFEST_FILE, release_key, release_prefix
 from tests.worker.fakes import FakeControl, FakeStore
-from trainer.service.releases import upload
 from worker.hot_swap import HotSwap
 from worker.metrics import Health, WorkerMetrics
-from worker.model import registry, release
-from worker.model.artifact import write_manifest
-from worker.model.backbones import sha256_file
-from worker.model.network import StudentTeacher
-from worker.model.release import RefusalReason, ReleaseRefused, fetch_model, load_network
 from worker.settings import WorkerSettings
 from worker.startup import start_model
 
@@ -51,15 +52,17 @@ class TinyConv(nn.Module):
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.register_buffer("bank", torch.zeros(4))  # a "memory bank": its own file
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> Judgement[torch.Tensor]:
         x = (images.float() - self.mean) / self.std
         maps = (self.conv(x) - self.bank.view(1, -1, 1, 1)).square().mean(1)
-        return maps, maps.flatten(1).amax(1)
+        return Judgement(scores=maps.flatten(1).amax(1), maps=maps)
 
 
 @pytest.fixture
 def toy():
-    registry.register("tiny_conv")(TinyConv)
+    registry.register("tiny_conv", learner="tests.trainer.test_architecture_seam:fit_tiny_conv")(
+        TinyConv
+    )
     yield "tiny_conv"
     registry.unregister("tiny_conv")
 
@@ -115,21 +118,21 @@ def frames(n: int = 3) -> list[np.ndarray]:
 
 def reference_scores(network: nn.Module, batch: list[np.ndarray]) -> np.ndarray:
     with torch.no_grad():
-        _, scores = network(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2))
+        scores = network(torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)).scores
     return scores.numpy()
 
 
 @pytest.fixture
 def loads(monkeypatch) -> list[str]:
-    """The folders `worker.model.release.load_network` loaded: the one path, counted."""
+    """The folders `model.loading.load_network` loaded: the one path, counted."""
     seen: list[str] = []
-    real = release.load_network
+    real = loading.load_network
 
     def counting(path):
         seen.append(Path(path).name)
         return real(path)
 
-    monkeypatch.setattr(release, "load_network", counting)
+    monkeypatch.setattr(loading, "load_network", counting)
     return seen
 
 
@@ -218,7 +221,7 @@ def test_an_architecture_the_worker_does_not_have_is_refused(tmp_path):
 
 def test_registering_two_builders_under_one_name_is_an_error(toy):
     with pytest.raises(ValueError, match="already registered"):
-        registry.register("tiny_conv")(lambda manifest: nn.Identity())
+        registry.register("tiny_conv", learner="unused:fit")(lambda manifest: nn.Identity())
     assert "student_teacher" in registry.architectures()
 
 

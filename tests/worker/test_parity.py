@@ -19,18 +19,19 @@ import numpy as np
 import pytest
 import torch
 
+from model.artifact import save_artifact, write_manifest
+from model.images import fit_to_size, load_image
+from model.judgement import Judgement
+from model.loading import load_model
+from model.network import StudentTeacher
+from model.parity import check_parity
+from model.release import RefusalReason, ReleaseRefused, read_manifest, sha256_file
+from model.runtimes import ONNX_FILE
+from model.runtimes.onnx_export import export_onnx
 from schemas.manifest import ModelManifest, ProductThreshold, ReleaseFile
 from trainer.learning.config import DEFAULT_SCORING
 from trainer.learning.export import add_onnx_export
 from trainer.service.gate import GateImages, export_disagreements
-from worker.model.artifact import save_artifact, write_manifest
-from worker.model.backbones import sha256_file
-from worker.model.images import fit_to_size, load_image
-from worker.model.network import StudentTeacher
-from worker.model.parity import check_parity
-from worker.model.release import RefusalReason, ReleaseRefused, load_model, read_manifest
-from worker.model.runtimes import ONNX_FILE
-from worker.model.runtimes.onnx_export import export_onnx
 
 SIZE = 64
 REAL = Path(os.environ.get("KENPIN_REAL_DATA", "/work/shared/data/real"))
@@ -63,7 +64,7 @@ def release(tmp_path_factory) -> tuple[Path, list[np.ndarray], list[str]]:
     network = StudentTeacher("efficientnet_lite0").eval()
     network.scoring = DEFAULT_SCORING  # what kenpin ships: pooled features, top-1 % score
     with torch.inference_mode():
-        _, scores = network(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
+        scores = network(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)).scores
     thresholds = {}
     for product in PRODUCTS:
         own = np.sort(scores.numpy()[[p == product for p in products]])
@@ -106,7 +107,7 @@ def test_a_disagreeing_runtime_is_listed_frame_by_frame(release):
     reference = load_model(folder, device="cpu")
     drifting = load_model(folder, device="cpu", runtime="onnxruntime")
     engine = drifting.engine
-    drifting.engine = lambda batch: tuple(x * 1.05 for x in engine(batch))  # 5 % too high
+    drifting.engine = lambda batch: Judgement(*(x * 1.05 for x in engine(batch)))  # 5 % too high
     report = check_parity(reference, drifting, frames, products)
     assert not report.ok
     assert len(report.disagreements) == len(frames)

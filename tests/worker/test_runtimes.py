@@ -10,12 +10,12 @@ import torch
 from pydantic import ValidationError
 from timm.layers import Conv2dSame
 
+from model.artifact import save_artifact
+from model.loading import load_model
+from model.network import StudentTeacher
+from model.runtime import InspectionModel
+from model.runtimes.folding import serving_copy
 from schemas.manifest import ModelManifest, ProductThreshold, ReleaseFile
-from worker.model.artifact import save_artifact
-from worker.model.network import StudentTeacher
-from worker.model.release import load_model
-from worker.model.runtime import InspectionModel
-from worker.model.runtimes.folding import serving_copy
 from worker.settings import WorkerSettings
 
 SIZE = 64
@@ -89,8 +89,8 @@ def test_a_runtime_is_refused_at_a_precision_it_does_not_run():
 @pytest.mark.parametrize("streams", [0, 1])
 def test_openvino_returns_each_frames_result_in_its_place(tmp_path, streams):
     """A batch is spread over requests that finish in any order; results keep the frames'."""
-    from worker.model.runtimes.onnx_export import export_onnx
-    from worker.model.runtimes.openvino_engine import OpenVinoEngine
+    from model.runtimes.onnx_export import export_onnx
+    from model.runtimes.openvino_engine import OpenVinoEngine
 
     path = export_onnx(
         serving_copy(trained_looking(), torch.zeros(1, 3, SIZE, SIZE)),
@@ -99,10 +99,10 @@ def test_openvino_returns_each_frames_result_in_its_place(tmp_path, streams):
     )
     engine = OpenVinoEngine(path, "fp32", streams=streams)
     batch = np.stack(frames(7))
-    scores, maps = engine(batch)
-    assert scores.shape == (7,) and maps.shape == (7, SIZE, SIZE)
+    judged = engine(batch)
+    assert judged.scores.shape == (7,) and judged.maps.shape == (7, SIZE, SIZE)
     for index, frame in enumerate(batch):
-        alone_scores, alone_maps = engine(frame[None])
-        assert scores[index] == pytest.approx(alone_scores[0], rel=1e-5)
-        np.testing.assert_allclose(maps[index], alone_maps[0], rtol=1e-4, atol=1e-5)
-    assert len(set(scores.tolist())) == 7  # distinct frames: a mix-up could not pass
+        alone = engine(frame[None])
+        assert judged.scores[index] == pytest.approx(alone.scores[0], rel=1e-5)
+        np.testing.assert_allclose(judged.maps[index], alone.maps[0], rtol=1e-4, atol=1e-5)
+    assert len(set(judged.scores.tolist())) == 7  # distinct frames: a mix-up could not pass

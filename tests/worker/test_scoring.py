@@ -6,8 +6,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from model.anomaly_map import anomaly_map, image_scores
 from schemas.manifest import ModelManifest, Scoring
-from worker.model.anomaly_map import anomaly_map, image_scores
 
 
 def _pyramids(n: int = 2):

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import worker.startup
+from model.release import read_manifest, sha256_file
 from schemas.manifest import ModelManifest
 from schemas.object_layout import MANIFEST_FILE
 from tests.worker.fakes import FakeControl, FakeStore
@@ -23,8 +24,6 @@ from trainer.learning.synthetic_dataset import generate
 from trainer.learning.train import train
 from worker.hot_swap import HotSwap
 from worker.metrics import Health, WorkerMetrics
-from worker.model.backbones import sha256_file
-from worker.model.release import read_manifest
 from worker.settings import WorkerSettings
 from worker.startup import MAX_FALLBACKS, NoModelToServe, start_model
 
@@ -256,7 +255,7 @@ def test_the_hot_swap_does_not_retry_a_release_refused_at_start(tmp_path, artifa
 
 def test_the_history_a_worker_reads_is_the_one_the_trainer_writes():
     """One name in `schemas.redis_keys`: the worker falls back on the list the trainer writes."""
-    import trainer.service.retrain_queue
-    import worker.control
+    import operations.retrain_queue
+    import planes.control
 
-    assert worker.control.HISTORY_KEY == trainer.service.retrain_queue.HISTORY_KEY
+    assert planes.control.HISTORY_KEY == operations.retrain_queue.HISTORY_KEY

@@ -6,8 +6,8 @@ import pytest
 from minio.error import S3Error
 from pydantic import SecretStr
 
+from planes.storage import KIND_TAG, ObjectStore, make_s3_client, retention_rules
 from worker.settings import WorkerSettings
-from worker.storage import KIND_TAG, ObjectStore, make_s3_client, retention_rules
 
 
 def s3_error(code: str) -> S3Error:

@@ -4,7 +4,7 @@ import cv2
 import pytest
 import torch
 
-from worker.model.backbones import (
+from model.backbones import (
     TeacherWeightsError,
     build_pyramid,
     build_teacher,

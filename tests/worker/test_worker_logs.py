@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from worker.logs import configure_logging, get_logger
+from planes.logs import configure_logging, get_logger
 
 
 class FakeTty(io.StringIO):

@@ -20,13 +20,13 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
+from model.network import StudentTeacher
+from model.runtime import InspectionModel
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders
 from schemas.manifest import ModelManifest, Normalisation, ProductThreshold
 from schemas.verdicts import Verdict
 from worker import service
-from worker.model.network import StudentTeacher
-from worker.model.runtime import InspectionModel
 from worker.settings import WorkerSettings
 
 Record = namedtuple("Record", "topic partition offset key value headers")

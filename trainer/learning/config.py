@@ -24,8 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
+from model.runtimes import Device
 from schemas.manifest import MemoryStride, Scoring
-from schemas.settings import Device
 
 #: The attention blocks of DCAM (trainer/learning/dcam.py): none, channel (SE-like),
 #: spatial, both (CBAM).
@@ -77,13 +77,13 @@ class TrainConfig(BaseModel):
 
     architecture: str = Field(
         default="student_teacher",
-        description="Registered architecture to train and serve (worker.model.registry for "
+        description="Registered architecture to train and serve (model.registry for "
         "serving, trainer.learning.learners for training).",
     )
     backbone: str = Field(
         default="efficientnet_lite0",
         description="Feature extractor of teacher and student (a name in "
-        "worker.model.backbones.BACKBONES).",
+        "model.backbones.BACKBONES).",
     )
     teacher_weights: str | None = Field(
         default=None, description="ImageNet weights file of the teacher (resnet18 needs one)."
@@ -135,7 +135,7 @@ class TrainConfig(BaseModel):
         ge=0,
         description="Memory head: this many of the teacher's normal patches per product, "
         "chosen once the student is trained, whose nearest-neighbour distance map is added "
-        "to the student-teacher map (worker/model/memory_head.py; 0: the student-teacher "
+        "to the student-teacher map (model/memory_head.py; 0: the student-teacher "
         "map alone, as the paper).",
     )
     memory_stride: MemoryStride = Field(

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from worker.model.images import fit_to_size, load_image
+from model.images import fit_to_size, load_image
 
 # A .bmp is listed so that it fails loudly when read (a frame is JPEG or PNG: convert it)
 # instead of being silently left out of a dataset.
@@ -85,7 +85,7 @@ def split_normals(
 def read_rgb(path: Path, size: int) -> np.ndarray:
     """An image file as (size, size, 3) uint8 RGB, exactly as the worker would judge it.
 
-    The worker's decoder (`worker.model.images.load_image`: no EXIF rotation, grey
+    The worker's decoder (`model.images.load_image`: no EXIF rotation, grey
     replicated to 3 channels) and its resize (`fit_to_size`): a model learns,
     is calibrated and is gated on the pixels it will see on the line.
     """

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model.network import StudentTeacher
 from trainer.learning.config import AttentionKind
-from worker.model.network import StudentTeacher
 
 
 class ChannelAttention(nn.Module):

@@ -10,6 +10,8 @@ import numpy as np
 import structlog
 from tqdm import tqdm
 
+from model.loading import load_model
+from model.runtime import InspectionModel
 from trainer.learning.data import TEST_PARTS, Product, discover, read_mask, read_rgb, split_test
 from trainer.learning.detection_metrics import (
     au_pro,
@@ -17,8 +19,6 @@ from trainer.learning.detection_metrics import (
     precision_recall,
     recall_at_false_alarms,
 )
-from worker.model.release import load_model
-from worker.model.runtime import InspectionModel
 
 log = structlog.get_logger(__name__)
 

@@ -17,18 +17,18 @@ from pathlib import Path
 import structlog
 from torch import nn
 
+from model.artifact import WEIGHTS_FILE, save_artifact, write_manifest
+from model.loading import load_network
+from model.parity import check_parity, smoke_frames
+from model.release import sha256_file
+from model.runtime import InspectionModel
+from model.runtimes import ONNX_FILE, open_export
+from model.runtimes.onnx_export import export_onnx
 from schemas.manifest import ModelManifest, ReleaseFile
 from trainer.learning.calibrate import DEFAULT_QUANTILE, calibrate
 from trainer.learning.data import discover, fingerprint, read_images, split_normals
 from trainer.learning.memory_fit import fit_memory_head
 from trainer.learning.train import TrainResult
-from worker.model.artifact import WEIGHTS_FILE, save_artifact, write_manifest
-from worker.model.backbones import sha256_file
-from worker.model.parity import check_parity, smoke_frames
-from worker.model.release import load_network
-from worker.model.runtime import InspectionModel
-from worker.model.runtimes import ONNX_FILE, open_export
-from worker.model.runtimes.onnx_export import export_onnx
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,7 @@ def export(
         training={
             **result.config.as_dict(),
             "best_epoch": result.best_epoch,
-            "best_val_mean_map": result.best_val_map,
+            **result.training_record,
             "seconds": round(result.seconds, 1),
             "history": result.history,
         },

@@ -1,4 +1,4 @@
-"""Fitting a trained student–teacher's memory head (`worker.model.memory_head`).
+"""Fitting a trained student–teacher's memory head (`model.memory_head`).
 
 Two choices are made here, both from normal images only:
 - which teacher patches the memory holds: per product, a greedy k-centre coreset
@@ -26,10 +26,10 @@ import structlog
 import torch
 from tqdm import tqdm
 
+from model.anomaly_map import default_sigma, image_scores, score_pyramids
+from model.memory_head import as_rows, memory_map, patch_features
+from model.network import StudentTeacher
 from schemas.manifest import MemoryHead, ProductMemory
-from worker.model.anomaly_map import default_sigma, image_scores, score_pyramids
-from worker.model.memory_head import as_rows, memory_map, patch_features
-from worker.model.network import StudentTeacher
 
 log = structlog.get_logger(__name__)
 
@@ -153,7 +153,7 @@ def _weight(
         x = network.normalise(chunk)
         teacher = network.teacher_features(x)
         student = network.student_features(x)
-        st.append(score_pyramids(teacher, student, (size, size), network.scoring)[1])
+        st.append(score_pyramids(teacher, student, (size, size), network.scoring).scores)
         nearest = memory_map(teacher, memory, unit, stride, (size, size), default_sigma(size))
         mem.append(image_scores(nearest, network.scoring))
     ratio = _std(st) / _std(mem)
@@ -168,8 +168,8 @@ def served_scores(network: StudentTeacher, images: np.ndarray, batch: int = 32) 
     """Image scores of (N, S, S, 3) uint8 images as the network serves them."""
     device = network.mean.device
     scores = [
-        network(torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2).to(device))[1]
-        .cpu()
+        network(torch.from_numpy(images[start : start + batch]).permute(0, 3, 1, 2).to(device))
+        .scores.cpu()
         .numpy()
         for start in range(0, len(images), batch)
     ]

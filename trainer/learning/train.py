@@ -11,13 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import structlog
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from model.anomaly_map import score_pyramids
+from model.network import StudentTeacher
+from model.runtime import cpu_has_bf16_units, resolve_device
 from trainer.learning.config import TrainConfig
 from trainer.learning.data import Product, discover, fingerprint, read_images, split_normals
 from trainer.learning.dcam import DCAM
@@ -25,9 +29,6 @@ from trainer.learning.detection_metrics import auroc
 from trainer.learning.losses import distillation_loss
 from trainer.learning.memory_fit import fit_memory_head
 from trainer.learning.synthetic_anomalies import draw_on_some, make_anomalies
-from worker.model.anomaly_map import score_pyramids
-from worker.model.network import StudentTeacher
-from worker.model.runtime import cpu_has_bf16_units, resolve_device
 
 log = structlog.get_logger(__name__)
 
@@ -41,19 +42,35 @@ class Split:
     val: list[Path]
 
 
+NetworkT = TypeVar("NetworkT", bound=nn.Module)
+StateT = TypeVar("StateT")
+
+
 @dataclass
-class TrainResult:
-    network: StudentTeacher
+class TrainResult(Generic[NetworkT, StateT]):
+    """What a learner returns, whatever the architecture: the network to release, what
+    calibration and the manifest need, and the architecture's own state (`state`)."""
+
+    network: NetworkT
     config: TrainConfig
     best_epoch: int
-    best_val_map: float
     val_scores: dict[str, np.ndarray]  # per product, at the best epoch
     history: list[dict]
     seconds: float
     data: dict
-    dcam: DCAM | None = None  # the trained attention blocks (None: no DCAM)
+    state: StateT
     # what the architecture records about itself in the manifest (backbone, normalisation)
     manifest_fields: dict[str, Any] = field(default_factory=dict)
+    # the architecture's own training figures, recorded in the manifest's `training`
+    training_record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudentTeacherState:
+    """What training a student–teacher leaves besides the network."""
+
+    dcam: DCAM | None  # the trained attention blocks (None: no DCAM)
+    best_val_map: float  # mean map of the held-out normals at the kept epoch
 
 
 EpochHook = Callable[[dict, StudentTeacher, DCAM], None]
@@ -77,13 +94,20 @@ def teacher_pyramid(
     return [torch.cat(scale) for scale in zip(*chunks, strict=True)]
 
 
+class StudentScores(NamedTuple):
+    """What validation reads of the plain student: image scores, and the mean of all maps."""
+
+    scores: np.ndarray
+    mean_map: float
+
+
 @torch.no_grad()
 def student_scores(
     network: StudentTeacher,
     images: np.ndarray,
     teacher: list[torch.Tensor],
     batch: int = 32,
-) -> tuple[np.ndarray, float]:
+) -> StudentScores:
     """Image scores and the mean of all maps, with the plain student (no DCAM), as it scores."""
     network.student.eval()
     size = images.shape[1]
@@ -91,12 +115,10 @@ def student_scores(
     for start in range(0, len(images), batch):
         x = network.normalise(_batch(images[start : start + batch], network.mean.device))
         t = [f[start : start + batch] for f in teacher]
-        maps, batch_scores = score_pyramids(
-            t, network.student_features(x), (size, size), network.scoring
-        )
-        scores.append(batch_scores.cpu())
-        map_sum += float(maps.mean(dim=(1, 2)).sum())
-    return torch.cat(scores).numpy(), map_sum / max(1, len(images))
+        judged = score_pyramids(t, network.student_features(x), (size, size), network.scoring)
+        scores.append(judged.scores.cpu())
+        map_sum += float(judged.maps.mean(dim=(1, 2)).sum())
+    return StudentScores(torch.cat(scores).numpy(), map_sum / max(1, len(images)))
 
 
 def _batch(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -127,7 +149,7 @@ def train(
     progress: bool = True,
     products: list[Product] | None = None,
     on_epoch: EpochHook | None = None,
-) -> TrainResult:
+) -> TrainResult[StudentTeacher, StudentTeacherState]:
     """Train one student on train/good of every product under `data_dir`.
 
     `on_epoch(record, network, dcam)` runs after every epoch's validation, with the
@@ -223,7 +245,9 @@ def train(
         synthetic = {
             name: auroc(
                 np.r_[np.zeros(len(val_scores[name])), np.ones(len(imgs))],
-                np.r_[val_scores[name], student_scores(network, imgs, defective_teacher[name])[0]],
+                np.r_[
+                    val_scores[name], student_scores(network, imgs, defective_teacher[name]).scores
+                ],
             )
             for name, imgs in defective.items()
         }
@@ -263,7 +287,7 @@ def train(
         dcam.load_state_dict(best_dcam)
     else:  # zero epochs: the untrained student still needs calibration scores
         best_scores = {
-            name: student_scores(network, imgs, val_teacher[name])[0]
+            name: student_scores(network, imgs, val_teacher[name]).scores
             for name, imgs in val_images.items()
         }
     if config.memory_patches > 0:  # calibrated on the fused map from here on
@@ -292,11 +316,13 @@ def train(
         network=network,
         config=config,
         best_epoch=best_epoch,
-        best_val_map=best_val,
         val_scores=best_scores,
         history=history,
         seconds=time.perf_counter() - started,
         data=data,
-        dcam=dcam.eval() if config.dcam != "none" else None,
+        state=StudentTeacherState(
+            dcam=dcam.eval() if config.dcam != "none" else None, best_val_map=best_val
+        ),
         manifest_fields=network.manifest_fields(),
+        training_record={"best_val_mean_map": best_val},
     )

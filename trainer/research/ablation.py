@@ -77,11 +77,11 @@ def run_ablation(
 
 def trained_and_evaluated(data_dir: Path, config: TrainConfig, out: Path, name: str) -> dict:
     """Train and export (unless the artifact exists), then evaluate on the test split."""
+    from model.release import read_manifest
     from schemas.object_layout import MANIFEST_FILE
     from trainer.learning.evaluate import evaluate_artifact
     from trainer.learning.export import export
     from trainer.learning.train import train
-    from worker.model.release import read_manifest
 
     artifact = out / "model"
     if not (artifact / MANIFEST_FILE).is_file():
@@ -99,19 +99,20 @@ def dcam_kept_at_inference(data_dir: Path, config: TrainConfig, out: Path) -> di
 
     from safetensors.torch import save_file
 
+    from model.backbones import backbone_spec
+    from model.release import sha256_file
+    from model.runtime import InspectionModel
     from schemas.manifest import ModelManifest, Normalisation, ReleaseFile
     from trainer.learning.calibrate import calibrate
     from trainer.learning.data import discover, read_images
     from trainer.learning.dcam import AttendedStudentTeacher
     from trainer.learning.evaluate import evaluate_model
     from trainer.learning.train import prepare_splits, train
-    from worker.model.backbones import backbone_spec, sha256_file
-    from worker.model.runtime import InspectionModel
 
     result = train(data_dir, config)
     out.mkdir(parents=True, exist_ok=True)
     save_file(
-        {k: v.contiguous() for k, v in result.dcam.state_dict().items()},
+        {k: v.contiguous() for k, v in result.state.dcam.state_dict().items()},
         str(out / "dcam.safetensors"),
     )
     save_file(
@@ -119,7 +120,7 @@ def dcam_kept_at_inference(data_dir: Path, config: TrainConfig, out: Path) -> di
         str(out / "pair.safetensors"),
     )
     spec = backbone_spec(config.backbone)
-    network = AttendedStudentTeacher(result.network, result.dcam).eval()
+    network = AttendedStudentTeacher(result.network, result.state.dcam).eval()
     manifest = ModelManifest(
         version="ablation-dcam-kept",
         created=datetime.now(UTC),

@@ -2,7 +2,7 @@
 
 Measures exactly what a worker runs per batch (teacher + student + anomaly map +
 score, uint8 frames in, scores and maps on the host out) through each runtime
-(`worker.model.runtimes`), on real-sized random frames at the model's input size.
+(`model.runtimes`), on real-sized random frames at the model's input size.
 Every configuration is measured in the same process, in alternating rounds, so
 a machine that gets busier or quieter during the run affects all of them alike;
 the table shows the best round of each. Compiled runtimes run the release's
@@ -24,26 +24,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.artifact import save_artifact
+from model.loading import load_network
+from model.network import StudentTeacher
+from model.parity import check_parity, smoke_frames
+from model.runtime import InspectionModel, resolve_device
+from model.runtimes import ONNX_FILE, PRECISIONS, RUNTIMES, open_export
+from model.runtimes.torch_engine import TorchEngine
 from schemas.manifest import ModelManifest, Normalisation, ProductThreshold, ReleaseFile
 from trainer.learning.export import add_onnx_export
-from worker.model.artifact import save_artifact
-from worker.model.network import StudentTeacher
-from worker.model.parity import check_parity, smoke_frames
-from worker.model.release import load_network
-from worker.model.runtime import InspectionModel, resolve_device
-from worker.model.runtimes import ONNX_FILE, PRECISIONS, RUNTIMES, open_export
-from worker.model.runtimes.torch_engine import TorchEngine
 
 #: Bench-only torch variants for GPUs: torch.compile ("max-autotune-no-cudagraphs") and
 #: torch.compile with CUDA graphs ("reduce-overhead").
 COMPILED = {"torch-compile": "max-autotune-no-cudagraphs", "torch-cudagraphs": "reduce-overhead"}
-#: What `--runtime NAME` without a precision measures.
-DEFAULT_PRECISIONS = {
-    "torch": ("fp32", "bf16"),
-    "onnxruntime": ("fp32",),
-    "openvino": ("fp32", "bf16"),
-    "torch-compile": ("fp16", "bf16"),
-    "torch-cudagraphs": ("fp16", "bf16"),
+#: What `--runtime NAME` without a precision measures (the served runtimes: their
+#: `bench_precisions`).
+DEFAULT_PRECISIONS: dict[str, tuple[str, ...]] = {
+    **{name: spec.bench_precisions for name, spec in RUNTIMES.items()},
+    **{name: ("fp16", "bf16") for name in COMPILED},
 }
 
 
@@ -68,7 +66,10 @@ def parse_configs(specs: list[str] | None) -> list[Config]:
     configs = []
     for spec in specs or ["torch"]:
         name, _, precision = spec.partition(":")
-        known = {**PRECISIONS, **{k: ("fp16", "bf16", "fp32") for k in COMPILED}}
+        known = {
+            **{name: spec.precisions for name, spec in RUNTIMES.items()},
+            **{name: PRECISIONS for name in COMPILED},
+        }
         if name not in known:
             raise ValueError(f"unknown runtime {name!r}: one of {[*RUNTIMES, *COMPILED]}")
         for p in [precision] if precision else DEFAULT_PRECISIONS[name]:

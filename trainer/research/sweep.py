@@ -17,6 +17,8 @@ import numpy as np
 import structlog
 import torch
 
+from model.anomaly_map import score_pyramids
+from model.network import StudentTeacher
 from schemas.manifest import Scoring
 from trainer.learning.config import (
     DEFAULT_SCORING,
@@ -31,8 +33,6 @@ from trainer.learning.detection_metrics import auroc
 from trainer.learning.export import export
 from trainer.learning.plots import epochs_figure, sweep_figure
 from trainer.learning.train import student_scores, teacher_pyramid, train
-from worker.model.anomaly_map import score_pyramids
-from worker.model.network import StudentTeacher
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +115,7 @@ class LabelledScorer:
 
     def scores(self, network: StudentTeacher) -> np.ndarray:
         """Image score of every test image as the network scores, plain student (fp32)."""
-        return student_scores(network, self.images, self.teacher)[0]
+        return student_scores(network, self.images, self.teacher).scores
 
     @torch.no_grad()
     def variant_scores(
@@ -137,7 +137,7 @@ class LabelledScorer:
         for i, s in enumerate(student):
             t = [f[i * batch : (i + 1) * batch] for f in self.teacher]
             for v in variants:
-                scores[v.label].append(score_pyramids(t, s, (size, size), v)[1].cpu())
+                scores[v.label].append(score_pyramids(t, s, (size, size), v).scores.cpu())
         return {label: torch.cat(chunks).numpy() for label, chunks in scores.items()}
 
     def aurocs(self, scores: np.ndarray) -> dict[str, float]:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.network import StudentTeacher
 from trainer.learning.data import (
     GOOD,
     TEST_PARTS,
@@ -42,7 +43,6 @@ from trainer.learning.data import (
     split_test,
 )
 from trainer.learning.detection_metrics import auroc
-from worker.model.network import StudentTeacher
 
 DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 

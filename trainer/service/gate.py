@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from model.parity import check_export
+from model.runtime import InspectionModel
 from trainer.learning.data import list_images, read_rgb
 from trainer.learning.detection_metrics import auroc
 from trainer.learning.synthetic_anomalies import make_anomalies
-from worker.model.parity import check_export
-from worker.model.runtime import InspectionModel
 
 
 @dataclass
@@ -122,7 +122,7 @@ def export_disagreements(
 
     Each runtime runs the export on held-out normals and labelled anomalies (up to
     `per_product` of each per product), at the product's threshold; every
-    disagreement is a reason (`worker.model.parity`).
+    disagreement is a reason (`model.parity`).
     """
     frames, products = [], []
     for product in sorted(images.normals):

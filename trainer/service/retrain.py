@@ -15,7 +15,7 @@ One run, each stage timed and recorded in the request's outcome:
    uploaded to `models/<version>/`, made current and announced; otherwise the
    reason is recorded and nothing changes on the line.
 
-Only one run at a time across every trainer (`trainer.service.retrain_queue.TrainerLock`). A
+Only one run at a time across every trainer (`operations.retrain_queue.TrainerLock`). A
 request is kept claimed by the trainer that took it for as long as that trainer
 lives (`RetrainQueue.lease`), however long the run: it is taken over by another
 trainer only once its claim has not been renewed for the claim time (3 lock
@@ -35,6 +35,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from model.artifact import write_manifest
+from model.loading import fetch_model, load_model
+from model.release import RefusalReason, ReleaseRefused, read_manifest
+from model.runtime import InspectionModel
+from model.runtimes import ONNX_FILE
+from operations.normal_store import download, take_snapshot
+from operations.releases import publish
+from operations.retrain_queue import QueuedRequest, RetrainQueue, TrainerLock
+from planes.control import ControlPlane
+from planes.logs import get_logger
+from planes.storage import ObjectStore
 from schemas.common import utc_now
 from schemas.control import RetrainOutcome
 from schemas.object_layout import release_prefix
@@ -50,34 +61,14 @@ from trainer.service.gate import (
     labelled_anomalies,
     measure,
 )
-from trainer.service.normal_store import download, take_snapshot
-from trainer.service.releases import publish
-from trainer.service.retrain_queue import QueuedRequest, RetrainQueue, TrainerLock
 from trainer.service.settings import TrainerSettings
 from trainer.service.telemetry import TrainerHealth, TrainerMetrics
-from worker.control import ControlPlane
-from worker.logs import get_logger
-from worker.model.artifact import write_manifest
-from worker.model.release import (
-    RefusalReason,
-    ReleaseRefused,
-    fetch_model,
-    load_model,
-    read_manifest,
-)
-from worker.model.runtime import InspectionModel
-from worker.model.runtimes import ONNX_FILE
-from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 
 #: What the service trains with: (data root, config, progress bars) -> result. A parameter
 #: so that tests can make training slow, or its result bad, by construction.
 TrainFunction = Callable[[Path, TrainConfig, bool], TrainResult]
-
-#: Outcomes after which a request is done: it is acknowledged, never run again.
-FINISHED = frozenset({"released", "refused", "failed"})
-
 
 class RunFailed(RuntimeError):
     """A run that could not finish (no data, broken current release, ...)."""
@@ -157,7 +148,7 @@ class RetrainService:
                     raise RunFailed("stopped while waiting for the training lock")
             with lock:
                 done = self.queue.outcome(queued.request_id)
-                if done is not None and done.status in FINISHED:
+                if done is not None and done.final:
                     log.info("request already finished", request=queued.request_id)
                     outcome = done
                 else:

@@ -1,9 +1,10 @@
 """Every knob of the trainer service, read from `KENPIN_*` environment variables.
 
-Declared in three places, each once: what every kenpin process shares (Redis, S3,
-the device, logging) in `schemas.settings.PlaneSettings`; the recipe, one setting
-per field of the training configuration (`trainer.learning.config.RECIPE_FIELDS`: the loss
-weights one by one, scoring as JSON); the service's own knobs here.
+Declared in three places, each once: what the plant's operations share (Redis,
+S3, logging, how long retrain outcomes live) in `operations.settings.OperationsSettings`;
+the recipe, one setting per field of the training configuration
+(`trainer.learning.config.RECIPE_FIELDS`: the loss weights one by one, scoring as
+JSON); the service's own knobs here.
 
 Example: ``KENPIN_RETRAIN_INTERVAL_S=86400 KENPIN_EPOCHS=50 kenpin-trainer serve``.
 """
@@ -13,23 +14,20 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Self
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
+from model.runtimes import EXPORT_RUNTIMES, Runtime
+from operations.settings import OperationsSettings
 from schemas.object_layout import ObjectKind
-from schemas.settings import PlaneSettings
 from trainer.learning.config import DEFAULT_QUANTILE, RECIPE_FIELDS
 
 
-def _recipe_settings() -> type[PlaneSettings]:
-    """PlaneSettings with a setting per field of the recipe (device is PlaneSettings')."""
-    fields: dict[str, Any] = {
-        name: (info.annotation, info)
-        for name, info in RECIPE_FIELDS.items()
-        if name not in PlaneSettings.model_fields
-    }
-    return create_model("RecipeSettings", __base__=PlaneSettings, **fields)
+def _recipe_settings() -> type[OperationsSettings]:
+    """OperationsSettings with a setting per field of the recipe."""
+    fields: dict[str, Any] = {name: (info.annotation, info) for name, info in RECIPE_FIELDS.items()}
+    return create_model("RecipeSettings", __base__=OperationsSettings, **fields)
 
 
 class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
@@ -44,7 +42,6 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
         "trainer that dies mid-run does not block the others for ever; its retrain request, "
         "no longer renewed either, is taken over by another trainer after 3 times this long.",
     )
-    outcome_ttl_s: float = Field(default=30 * 86400, gt=0, description="Outcomes kept this long.")
 
     # --- operations ----------------------------------------------------------------
     trainer_metrics_port: int = Field(
@@ -120,8 +117,8 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
     progress: bool = Field(default=True, description="Progress bars on the terminal.")
 
     # --- the gate ----------------------------------------------------------------
-    export_runtimes: list[Literal["onnxruntime", "openvino"]] = Field(
-        default=["onnxruntime", "openvino"],
+    export_runtimes: list[Runtime] = Field(
+        default=list(EXPORT_RUNTIMES),
         description="A release ships its ONNX export, checked through these runtimes against "
         "torch on the held-out images before it is published (a disagreeing export refuses "
         "the release); empty: releases ship without export and workers serve them with torch.",
@@ -161,9 +158,19 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
         "held-out normals: a model that flags nothing never goes live.",
     )
 
+    @model_validator(mode="after")
+    def _export_runtimes_run_exports(self) -> Self:
+        torch_only = [name for name in self.export_runtimes if name not in EXPORT_RUNTIMES]
+        if torch_only:
+            raise ValueError(
+                f"export_runtimes {torch_only} do not run an export: give some of "
+                f"{list(EXPORT_RUNTIMES)}"
+            )
+        return self
+
     @property
     def retention_days(self) -> dict[ObjectKind, int]:
-        """Days each kind of stored frame is kept (0: for ever), as `worker.storage` takes them."""
+        """Days each kind of stored frame is kept (0: for ever), as `planes.storage` takes them."""
         return {
             "heatmap": self.heatmaps_retention_days,
             "original": self.originals_retention_days,

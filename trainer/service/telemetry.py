@@ -1,11 +1,11 @@
 """What the trainer service tells Prometheus and the orchestrator: its queue, its runs, its health.
 
-Served like the worker's, by `worker.http_endpoints`, on `KENPIN_TRAINER_METRICS_PORT`:
+Served like the worker's, by `planes.http_endpoints`, on `KENPIN_TRAINER_METRICS_PORT`:
 `/metrics`, and two JSON probes:
 
 - `/livez`: the service loop turned within `trainer_livez_stall_s`, or a run is
   in progress (a run holds the loop for minutes to hours; a trainer that dies
-  mid-run is noticed by its expired lock, see `trainer.service.retrain_queue`);
+  mid-run is noticed by its expired lock, see `operations.retrain_queue`);
 - `/readyz`: the loop runs and its last round trip to Redis succeeded.
 
 Metric names (all prefixed `kenpin_trainer_`):
@@ -29,8 +29,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from planes.http_endpoints import WsgiApp, make_endpoints
 from schemas.control import RetrainOutcome
-from worker.http_endpoints import WsgiApp, make_endpoints
 
 NAMESPACE = "kenpin"
 SUBSYSTEM = "trainer"

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from worker.model.runtimes.onnx_export import INPUT
+from model.judgement import OUTPUT_NAMES, Judgement
+from model.runtimes.onnx_export import INPUT
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
@@ -46,6 +47,9 @@ class OnnxRuntimeEngine:
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
         self.providers = self.session.get_providers()
 
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores, maps = self.session.run(None, {INPUT: np.ascontiguousarray(frames, np.uint8)})
-        return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
+    def __call__(self, frames: np.ndarray) -> Judgement[np.ndarray]:
+        outputs = self.session.run(
+            list(OUTPUT_NAMES), {INPUT: np.ascontiguousarray(frames, np.uint8)}
+        )
+        named = dict(zip(OUTPUT_NAMES, outputs, strict=True))
+        return Judgement(**{name: np.asarray(out, np.float32) for name, out in named.items()})

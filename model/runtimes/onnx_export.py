@@ -16,26 +16,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model.judgement import OUTPUT_NAMES, Judgement
+
 #: ONNX opset written (supported by ONNX Runtime >= 1.12 and OpenVINO >= 2022.1).
 OPSET = 17
-INPUT, SCORES, MAPS = "frames", "scores", "maps"
+#: The graph's input: a batch of prepared frames, (N, S, S, 3) uint8 RGB.
+INPUT = "frames"
 
 
-class _FramesToVerdictInputs(nn.Module):
-    """(N, S, S, 3) uint8 -> (scores (N,), maps (N, S, S)): the engine's signature."""
+class _FromFrames(nn.Module):
+    """(N, S, S, 3) uint8 -> `Judgement` (scores (N,), maps (N, S, S)): the engine's signature."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps, scores = self.network(frames.permute(0, 3, 1, 2))
-        return scores.float(), maps.float()
+    def forward(self, frames: torch.Tensor) -> Judgement[torch.Tensor]:
+        judged = self.network(frames.permute(0, 3, 1, 2))
+        return Judgement(scores=judged.scores.float(), maps=judged.maps.float())
 
 
 def export_onnx(network: nn.Module, image_size: int, path: Path) -> Path:
     """Write `network` (CPU, fp32, eval mode; left unchanged) as ONNX to `path`."""
-    wrapped = _FramesToVerdictInputs(network).eval()
+    wrapped = _FromFrames(network).eval()
     example = torch.zeros(2, image_size, image_size, 3, dtype=torch.uint8)
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
@@ -47,8 +50,8 @@ def export_onnx(network: nn.Module, image_size: int, path: Path) -> Path:
             (example,),
             str(path),
             input_names=[INPUT],
-            output_names=[SCORES, MAPS],
-            dynamic_axes={INPUT: {0: "batch"}, SCORES: {0: "batch"}, MAPS: {0: "batch"}},
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUT_NAMES)},
             opset_version=OPSET,
             dynamo=False,
         )

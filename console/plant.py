@@ -1,10 +1,10 @@
 """What the console reads and changes on the control plane and in the bucket.
 
-Every action is the operator command's own function (`kenpin-trainer release
-activate | rollback`, `retrain`, `retrain-status`, `mark-good`, `workers`), called
-with the same clients (`trainer.service.operations.connect`), so the console and
-the command line cannot drift apart. The pages talk to `ConsolePlanes` (a
-protocol) so unit tests can hand the app an in-process stand-in.
+Every action is the plant operation the operator commands call (`kenpin-trainer
+release activate | rollback`, `retrain`, `retrain-status`, `mark-good`,
+`workers`: `operations`), on clients made the same way (`operations.plant.connect`),
+so the console and the command line cannot drift apart. The pages talk to
+`ConsolePlanes` (a protocol) so unit tests can hand the app an in-process stand-in.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from minio.error import S3Error
 from redis.exceptions import RedisError
 from urllib3.exceptions import HTTPError
 
+from console.settings import ConsoleSettings
+from operations import normal_store, releases
+from operations.plant import Plant, connect
+from operations.releases import ReleaseEntry, ReleaseError
 from schemas.control import RetrainOutcome, RetrainRequest, WorkerHeartbeat
 from schemas.frames import EXTENSION_BY_CONTENT_TYPE
 from schemas.object_layout import frame_key, heatmap_key
-from trainer.service import normal_store, releases
-from trainer.service.operations import Plane, connect
-from trainer.service.releases import ReleaseEntry, ReleaseError
-from trainer.service.retrain_queue import RetrainQueue
 
 #: Refusals of an operator's action, reported on the page in their own words.
 ActionError = (ReleaseError, normal_store.FrameNotFound)
@@ -62,16 +62,19 @@ class ConsolePlanes(Protocol):
 
 
 class PlantPlanes:
-    """`ConsolePlanes` on the real Redis and S3 of the `KENPIN_*` settings."""
+    """`ConsolePlanes` on the real Redis and S3 of the console's settings."""
 
-    def __init__(self, plane: Plane) -> None:
-        self.plane = plane
-        self.queue = RetrainQueue(plane.control, plane.settings.outcome_ttl_s)
+    def __init__(self, plant: Plant) -> None:
+        self.plane = plant
+        self.queue = plant.queue
 
     @classmethod
-    def connect(cls) -> PlantPlanes:
-        """Settings from the environment and both clients, as the operator commands make them."""
-        return cls(connect())
+    def connect(cls, settings: ConsoleSettings) -> PlantPlanes:
+        """Both clients of the console's settings, made as the operator commands make them.
+
+        Raises one of `operations.plant.AccessDenied` when Redis or S3 refuses them.
+        """
+        return cls(connect(settings))
 
     # --- releases (kenpin-trainer release list | activate | rollback) ----------------------
 

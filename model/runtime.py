@@ -2,26 +2,24 @@
 
 One code path serves the GPU (production) and the CPU (tests, small lines): the
 device and the autocast precision are settings, not forks of the code. A model
-is loaded from a release by `worker.model.release` (verified, any registered
+is loaded from a release by `model.release` (verified, any registered
 architecture); this module only serves it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from model.images import fit_to_size
+from model.judgement import Judgement
+from model.runtimes import Engine, check_choice
+from model.runtimes.torch_engine import TorchEngine
 from schemas.manifest import ModelManifest
-from worker.model.images import fit_to_size
-from worker.model.runtimes import Engine
-from worker.model.runtimes.torch_engine import TorchEngine
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -53,22 +51,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@dataclass
-class Judgement:
-    """Scores (N,) and anomaly maps (N, S, S) of one batch, float32 on the host."""
-
-    scores: np.ndarray
-    maps: np.ndarray
-
-
 class InspectionModel:
     """A network ready to serve: on its device, in eval mode, with its manifest.
 
     The network takes a (N, 3, S, S) batch of RGB pixels in [0, 255] and returns
-    anomaly maps (N, S, S) and image scores (N,): every architecture does. It is
-    run by `engine` (`worker.model.runtimes`): by default torch on `device` at
+    a `Judgement`, image scores (N,) and anomaly maps (N, S, S): every
+    architecture does. It is
+    run by `engine` (`model.runtimes`): by default torch on `device` at
     `precision`; a compiled export when the release ships one and the worker is
-    configured for it (`worker.model.release.load_model`). `network` stays the
+    configured for it (`model.loading.load_model`). `network` stays the
     torch network either way.
     """
 
@@ -80,8 +71,7 @@ class InspectionModel:
         precision: str = "fp32",
         engine: Engine | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+        check_choice(engine.runtime if engine is not None else "torch", precision)
         self.manifest = manifest
         self.device = resolve_device(device)
         self.precision = precision
@@ -108,10 +98,9 @@ class InspectionModel:
         """Resize an RGB uint8 frame to the model's input size (done in the decode threads)."""
         return fit_to_size(image, self.image_size)
 
-    def judge(self, frames: Sequence[np.ndarray]) -> Judgement:
+    def judge(self, frames: Sequence[np.ndarray]) -> Judgement[np.ndarray]:
         """Score a batch of prepared (S, S, 3) uint8 RGB frames in ONE forward pass."""
-        scores, maps = self.engine(np.stack(frames))
-        return Judgement(scores=scores, maps=maps)
+        return self.engine(np.stack(frames))
 
     def scores(self, frames: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
         """Image scores (N,) of any number of prepared frames, `batch` per forward pass."""

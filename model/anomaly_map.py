@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from model.judgement import Judgement
 from schemas.manifest import Scoring
 
 DEFAULT_SCORING = Scoring()
@@ -78,8 +79,8 @@ def score_pyramids(
     student: list[torch.Tensor],
     out_size: tuple[int, int],
     scoring: Scoring = DEFAULT_SCORING,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anomaly maps (N, H, W) and image scores (N,): the one scoring path.
+) -> Judgement[torch.Tensor]:
+    """Image scores (N,) and anomaly maps (N, H, W): the one scoring path.
 
     The trainer's validation and checkpoint rule and the sweep's scoring variants
     call this, and the served network its two halves (`pyramid_maps`, then
@@ -88,7 +89,7 @@ def score_pyramids(
     fp32 even when the networks ran under autocast: the map is a sum of small differences.
     """
     maps = pyramid_maps(teacher, student, out_size, scoring)
-    return maps, image_scores(maps, scoring)
+    return Judgement(scores=image_scores(maps, scoring), maps=maps)
 
 
 def pyramid_maps(
@@ -98,7 +99,7 @@ def pyramid_maps(
     scoring: Scoring = DEFAULT_SCORING,
 ) -> torch.Tensor:
     """`score_pyramids`' maps alone, in fp32 whatever autocast says: for a caller that adds
-    to the map before its image score is taken (the memory head, `worker.model.network`)."""
+    to the map before its image score is taken (the memory head, `model.network`)."""
     with torch.autocast(device_type=teacher[0].device.type, enabled=False):
         return anomaly_map(teacher, student, out_size, default_sigma(out_size[-1]), scoring)
 

@@ -21,24 +21,30 @@ from typing import TYPE_CHECKING, NoReturn
 from trainer.service.settings import TrainerSettings
 
 if TYPE_CHECKING:
+    from operations.plant import Plant
+    from planes.control import ControlPlane
+    from planes.storage import ObjectStore
     from schemas.manifest import ModelManifest
-    from worker.control import ControlPlane
-    from worker.storage import ObjectStore
-
-_FINAL = {"released", "refused", "failed"}
 
 
 @dataclass
 class Plane:
-    """What every operator command works with: the settings, Redis and the bucket."""
+    """What every operator command works with: its settings, and the plant's clients."""
 
     settings: TrainerSettings
-    control: ControlPlane
-    store: ObjectStore
+    plant: Plant
+
+    @property
+    def control(self) -> ControlPlane:
+        return self.plant.control
+
+    @property
+    def store(self) -> ObjectStore:
+        return self.plant.store
 
 
 def connect() -> Plane:
-    """Settings from the environment, logging configured by them, the two clients.
+    """Settings from the environment, logging configured by them, the plant's clients.
 
     Settings that do not validate, and a Redis or S3 that refuses the credentials
     or the certificate, end the command with one line on stderr and exit status 2:
@@ -46,24 +52,19 @@ def connect() -> Plane:
     """
     from pydantic import ValidationError
 
-    from schemas.settings import settings_problems
-    from worker.control import ControlAccessDenied, ControlPlane
-    from worker.logs import configure_logging
-    from worker.storage import ObjectStore, StoreAccessDenied
+    from operations.plant import AccessDenied
+    from operations.plant import connect as connect_plant
+    from planes.settings import settings_problems
 
     try:
         settings = TrainerSettings()
     except ValidationError as exc:
-        _fail(f"invalid settings: {settings_problems(exc)}")
-    configure_logging(settings.log_format, settings.log_level)
-    control = ControlPlane.from_settings(settings)
-    store = ObjectStore.from_settings(settings)
+        _fail(settings_problems(exc, TrainerSettings))
     try:
-        control.check_access()
-        store.check_access()
-    except (ControlAccessDenied, StoreAccessDenied) as exc:
+        plant = connect_plant(settings)
+    except AccessDenied as exc:
         _fail(str(exc))
-    return Plane(settings, control, store)
+    return Plane(settings, plant)
 
 
 def _fail(message: str) -> NoReturn:
@@ -72,9 +73,9 @@ def _fail(message: str) -> NoReturn:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from planes.http_endpoints import serve as serve_http
     from trainer.service.retrain import RetrainService
     from trainer.service.telemetry import TrainerHealth, TrainerMetrics, make_trainer_app
-    from worker.http_endpoints import serve as serve_http
 
     plane = connect()
     settings = plane.settings
@@ -119,7 +120,7 @@ def _apply_retention(plane: Plane, *, strict: bool) -> bool:
     """
     from minio.error import S3Error
 
-    from worker.logs import get_logger
+    from planes.logs import get_logger
 
     try:
         plane.store.set_retention(plane.settings.retention_days)
@@ -134,23 +135,17 @@ def _apply_retention(plane: Plane, *, strict: bool) -> bool:
 
 
 def retrain(args: argparse.Namespace) -> int:
-    from trainer.service.retrain_queue import RetrainQueue
-
     plane = connect()
     who = args.who or f"{getpass.getuser()}@{socket.gethostname()}"
-    queue = RetrainQueue(plane.control, plane.settings.outcome_ttl_s)
-    print(queue.request(args.reason, who, args.recipe))
+    print(plane.plant.queue.request(args.reason, who, args.recipe))
     return 0
 
 
 def retrain_status(args: argparse.Namespace) -> int:
-    from trainer.service.retrain_queue import RetrainQueue
-
-    plane = connect()
-    queue = RetrainQueue(plane.control, plane.settings.outcome_ttl_s)
+    queue = connect().plant.queue
     deadline = time.monotonic() + args.wait
     outcome = queue.outcome(args.request_id)
-    while outcome is not None and outcome.status not in _FINAL and time.monotonic() < deadline:
+    while outcome is not None and not outcome.final and time.monotonic() < deadline:
         time.sleep(1.0)
         outcome = queue.outcome(args.request_id)
     if outcome is None:
@@ -161,7 +156,7 @@ def retrain_status(args: argparse.Namespace) -> int:
 
 
 def import_normals(args: argparse.Namespace) -> int:
-    from trainer.service import normal_store
+    from operations import normal_store
 
     plane = connect()
     plane.store.ensure_bucket()
@@ -171,7 +166,7 @@ def import_normals(args: argparse.Namespace) -> int:
 
 
 def mark_good(args: argparse.Namespace) -> int:
-    from trainer.service import normal_store
+    from operations import normal_store
 
     plane = connect()
     try:
@@ -186,7 +181,7 @@ def mark_good(args: argparse.Namespace) -> int:
 
 
 def release_list(args: argparse.Namespace) -> int:
-    from trainer.service import releases
+    from operations import releases
 
     plane = connect()
     try:
@@ -204,21 +199,21 @@ def release_list(args: argparse.Namespace) -> int:
 
 
 def release_activate(args: argparse.Namespace) -> int:
-    from trainer.service import releases
+    from operations import releases
 
     plane = connect()
     return _now_current(lambda: releases.activate(plane.store, plane.control, args.version))
 
 
 def release_rollback(args: argparse.Namespace) -> int:
-    from trainer.service import releases
+    from operations import releases
 
     plane = connect()
     return _now_current(lambda: releases.rollback(plane.store, plane.control))
 
 
 def _now_current(make_current: Callable[[], ModelManifest]) -> int:
-    from trainer.service import releases
+    from operations import releases
 
     try:
         manifest = make_current()

@@ -2,7 +2,7 @@
 
 Safetensors holds only tensors, so loading an artifact can never execute code
 (no pickle), and the sha256 in the manifest pins the exact weights. Reading,
-verifying and loading an artifact is `worker.model.release`'s business.
+verifying and loading an artifact is `model.release`'s business.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 from safetensors.torch import save_file
 from torch import nn
 
+from model.release import sha256_file
 from schemas.manifest import LEGACY_WEIGHTS_FILE, ModelManifest, ReleaseFile
 from schemas.object_layout import MANIFEST_FILE
-from worker.model.backbones import sha256_file
 
 #: The name of the weights file an artifact is written with.
 WEIGHTS_FILE = LEGACY_WEIGHTS_FILE

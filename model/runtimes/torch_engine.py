@@ -20,16 +20,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.model.runtimes.folding import serving_copy
+from model.judgement import Judgement
+from model.runtimes.folding import serving_copy
 
 #: Images per forward call on a CPU: measured best at 2 on 256 px Lite0 (2 cores)
 #: (activations of a chunk fit in L2/L3); larger chunks stream from DRAM.
 CPU_CHUNK = 2
+#: The autocast dtype of each precision torch runs at (`model.runtimes.RUNTIMES`).
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchEngine:
-    """`network` on `device` at `precision` (autocast), as an engine (`worker.model.runtimes`).
+    """`network` on `device` at `precision` (autocast), as an engine (`model.runtimes`).
 
     `network` is left as it is: the engine serves a folded copy.
     """
@@ -70,14 +72,14 @@ class TorchEngine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray) -> Judgement[np.ndarray]:
         network = self.served(frames.shape[1:3])
         batch = torch.from_numpy(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         step = self.chunk or len(batch)
         scores, maps = [], []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(batch), step):
-                chunk_maps, chunk_scores = network(batch[start : start + step])
-                maps.append(chunk_maps.float())
-                scores.append(chunk_scores.float())
-        return torch.cat(scores).cpu().numpy(), torch.cat(maps).cpu().numpy()
+                judged = network(batch[start : start + step])
+                scores.append(judged.scores.float())
+                maps.append(judged.maps.float())
+        return Judgement(scores=torch.cat(scores).cpu().numpy(), maps=torch.cat(maps).cpu().numpy())

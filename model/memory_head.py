@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from worker.model.anomaly_map import gaussian_blur
+from model.anomaly_map import gaussian_blur
 
 #: Pyramid levels whose features make a memory row: stride 8 and stride 16.
 LEVELS = (1, 2)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from planes.storage import ObjectStore, StoredObject
 from schemas.frames import CONTENT_TYPE_BY_EXTENSION
 from schemas.object_layout import (
     ORIGINAL_INFIX,
@@ -21,7 +22,6 @@ from schemas.object_layout import (
     normals_prefix,
     parse_dated_key,
 )
-from worker.storage import ObjectStore, StoredObject
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

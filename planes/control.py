@@ -10,7 +10,7 @@ urgent for Kafka or S3 (docs/architecture.md); every key and channel is named in
   verified and served; what a starting worker falls back to when the current
   release is refused (a worker must start serving, not crash-loop);
 - `kenpin:model:history` (list, newest first): versions made current, pushed by
-  the trainer on publish (`trainer.service.retrain_queue.ReleaseHistory`); a worker reads it
+  the trainer on publish (`operations.retrain_queue.ReleaseHistory`); a worker reads it
   as its second fallback;
 - `kenpin:worker:<id>`: one heartbeat per worker (JSON, with a TTL, so a dead
   worker disappears by itself) saying which release it actually serves.
@@ -20,7 +20,7 @@ which is why workers also read `kenpin:model:current` periodically. The
 current key is the truth; the announcement only makes the swap prompt.
 
 The trainer's keys (the retrain stream, the lock, release history) are built on
-`ControlPlane.redis` in `trainer.service.retrain_queue`, so this stays the only place that
+`ControlPlane.redis` in `operations.retrain_queue`, so this stays the only place that
 opens a connection.
 """
 
@@ -30,11 +30,12 @@ import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import redis
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
+from planes.settings import RedisSettings
 from schemas.control import WorkerHeartbeat
 from schemas.manifest import ModelManifest
 from schemas.redis_keys import (
@@ -56,18 +57,6 @@ _CREDENTIALS = "KENPIN_REDIS_PASSWORD, or the password in KENPIN_REDIS_URL"
 
 class ControlAccessDenied(ControlError):
     """Redis refused kenpin's credentials or TLS: a configuration error, no retry helps."""
-
-
-class RedisSettings(Protocol):
-    """The settings this module reads; PlaneSettings (worker and trainer) fits."""
-
-    redis_url: str
-    redis_password: SecretStr
-    redis_ca_file: Path | None
-    control_prefix: str
-
-    @property
-    def redis_uses_tls(self) -> bool: ...
 
 
 def connect(

@@ -7,7 +7,6 @@ layers that the method does not use.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+
+from model.release import sha256_file
 
 #: timm feature indices of the stride-4, stride-8 and stride-16 stages.
 PYRAMID_INDICES = (1, 2, 3)
@@ -97,14 +98,6 @@ def build_pyramid(name: str) -> nn.Module:
         last = model.feature_info.module_name()[-1]  # e.g. "blocks.4"
         model.blocks = model.blocks[: int(last.split(".")[1]) + 1]
     return model
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def wheel_weights_path(name: str) -> Path:

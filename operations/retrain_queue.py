@@ -1,6 +1,6 @@
 """The trainer's keys on the control plane: the retrain stream, outcomes, the lock, history.
 
-Built on `worker.control.ControlPlane` (the one module that opens Redis); the
+Built on `planes.control.ControlPlane` (the one module that opens Redis); the
 keys are named in `schemas.redis_keys`, the contract:
 
 - `kenpin:retrain` (stream): one entry per request (who, why, when). Trainers
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
 
+from planes.control import ControlPlane
 from schemas.common import utc_now
 from schemas.control import RetrainOutcome, RetrainRequest
 from schemas.redis_keys import (
@@ -38,7 +39,6 @@ from schemas.redis_keys import (
     outcome_key,
     schedule_key,
 )
-from worker.control import ControlPlane
 
 # Renew a trainer's claim on a request only while the trainer still owns it: a plain
 # XCLAIM with min-idle 0 would take the request back from a trainer that took it over.

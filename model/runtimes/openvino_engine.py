@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
+from model.judgement import Judgement
+
 HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -58,10 +60,10 @@ class OpenVinoEngine:
 
     def _collect(self, request: ov.InferRequest, index: int) -> None:
         """Copy one frame's outputs out of its request (OpenVINO reuses the buffers)."""
-        self._scores[index] = request.get_output_tensor(0).data[0]
-        self._maps[index] = request.get_output_tensor(1).data[0]
+        self._scores[index] = request.get_tensor("scores").data[0]
+        self._maps[index] = request.get_tensor("maps").data[0]
 
-    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray) -> Judgement[np.ndarray]:
         frames = np.ascontiguousarray(frames, np.uint8)
         count = len(frames)
         self._scores = np.empty(count, np.float32)
@@ -69,4 +71,4 @@ class OpenVinoEngine:
         for index in range(count):
             self._queue.start_async({0: frames[index : index + 1]}, userdata=index)
         self._queue.wait_all()
-        return self._scores, self._maps
+        return Judgement(scores=self._scores, maps=self._maps)

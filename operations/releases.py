@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.release import read_manifest
+from operations.retrain_queue import ReleaseHistory
+from planes.control import ControlPlane
+from planes.logs import get_logger
+from planes.storage import ObjectStore
 from schemas.manifest import ModelManifest
 from schemas.object_layout import MANIFEST_FILE, release_key, releases_prefix
-from trainer.service.retrain_queue import ReleaseHistory
-from worker.control import ControlPlane
-from worker.logs import get_logger
-from worker.model.release import read_manifest
-from worker.storage import ObjectStore
 
 log = get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """The inference network: a frozen teacher and a trained student, run as one batched call.
 
-Registered as the architecture `student_teacher` (`worker.model.registry`): the
+Registered as the architecture `student_teacher` (`model.registry`): the
 network of every release whose manifest names no other.
 """
 
@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model.anomaly_map import default_sigma, image_scores, pyramid_maps
+from model.backbones import BACKBONES, backbone_spec, build_pyramid, build_teacher
+from model.judgement import Judgement
+from model.memory_head import memory_map
+from model.registry import register
 from schemas.manifest import MemoryHead, ModelManifest, Normalisation, Scoring
-from worker.model.anomaly_map import default_sigma, image_scores, pyramid_maps
-from worker.model.backbones import BACKBONES, backbone_spec, build_pyramid, build_teacher
-from worker.model.memory_head import memory_map
-from worker.model.registry import register
 
 
 class StudentTeacher(nn.Module):
@@ -26,7 +27,7 @@ class StudentTeacher(nn.Module):
     inside the network so that every caller (trainer, worker, benchmark) feeds the
     same thing and a manifest cannot disagree with the weights.
 
-    With a `memory_head` (`worker.model.memory_head`), the served map is the
+    With a `memory_head` (`model.memory_head`), the served map is the
     student–teacher map fused with the teacher's nearest-neighbour map; the memory's
     rows and their weights are the buffers `memory` and `memory_weights`, saved with the
     network's weights.
@@ -128,8 +129,8 @@ class StudentTeacher(nn.Module):
     def student_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.student(x))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anomaly maps (N, H, W) at input resolution and image scores (N,)."""
+    def forward(self, images: torch.Tensor) -> Judgement[torch.Tensor]:
+        """Image scores (N,) and anomaly maps (N, H, W) at input resolution."""
         x = self.normalise(images)
         teacher, student = self.teacher_features(x), self.student_features(x)
         size = tuple(images.shape[-2:])
@@ -144,10 +145,10 @@ class StudentTeacher(nn.Module):
                     size,
                     default_sigma(size[-1]),
                 )
-            return maps, image_scores(maps, self.scoring)
+            return Judgement(scores=image_scores(maps, self.scoring), maps=maps)
 
 
-@register("student_teacher")
+@register("student_teacher", learner="trainer.learning.train:train")
 def _build_student_teacher(manifest: ModelManifest) -> StudentTeacher:
     return StudentTeacher.from_manifest(manifest)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import certifi
 import urllib3
@@ -26,8 +26,8 @@ from minio import Minio
 from minio.commonconfig import ENABLED, AndOperator, Filter, Tags
 from minio.error import S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
-from pydantic import SecretStr
 
+from planes.settings import S3Settings
 from schemas.object_layout import KIND_PREFIXES, ObjectKind, object_kind
 
 CONNECT_TIMEOUT_S = 5.0
@@ -43,17 +43,6 @@ ACCESS_DENIED_CODES = frozenset(
 )
 #: The object tag that lifecycle rules select on (see `retention_rules`).
 KIND_TAG = "kenpin-kind"
-
-
-class S3Settings(Protocol):
-    """The settings this module reads; WorkerSettings and the trainer's settings both fit."""
-
-    s3_endpoint: str
-    s3_access_key: SecretStr
-    s3_secret_key: SecretStr
-    s3_bucket: str
-    s3_secure: bool
-    s3_ca_file: Path | None
 
 
 class StoreAccessDenied(RuntimeError):

@@ -1,4 +1,4 @@
-"""Releases in, models out: fetch a release's files, verify every sha256, load, or refuse.
+"""Releases in, models out: a verified release's tensors in its network, served, or refused.
 
 The one path from a release (in the bucket, or an artifact folder on disk) to a
 served model, for every process that loads one: a starting worker
@@ -10,11 +10,11 @@ benchmarks.
    folder; optionally checked against the manifest that was announced;
 2. `load_network`: every file's sha256 against the manifest, the tensors read
    as safetensors, the network of the manifest's `architecture` built
-   (`worker.model.registry`) and the tensors loaded into it, strictly;
+   (`model.registry`) and the tensors loaded into it, strictly;
 3. `load_model` / `fetch_model`: the same, as an `InspectionModel` on a device,
-   run by the configured runtime (`worker.model.runtimes`): torch, or the
+   run by the configured runtime (`model.runtimes`): torch, or the
    release's ONNX export through ONNX Runtime or OpenVINO once it has judged a
-   fixed set of frames as torch fp32 does (`worker.model.parity`).
+   fixed set of frames as torch fp32 does (`model.parity`).
 
 Safetensors files hold only tensors, so loading a release can never execute
 code: pickle (`torch.load`) is never called, not even with `weights_only=True`.
@@ -34,141 +34,27 @@ in the logs; callers decide on the reason, never on the error's text.
 
 from __future__ import annotations
 
-import json
-from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
 import structlog
-from pydantic import ValidationError
 from safetensors.torch import load_file
 from torch import nn
 
+from model import registry
+from model.parity import check_parity, smoke_frames
+from model.release import (
+    ObjectReader,
+    RefusalReason,
+    ReleaseRefused,
+    fetch_release,
+    read_manifest,
+    verify_files,
+)
+from model.runtime import InspectionModel
+from model.runtimes import EXPORT_FILES, ONNX_FILE, check_choice, open_export
 from schemas.manifest import ModelManifest
-from schemas.object_layout import MANIFEST_FILE
-from worker.model import registry
-from worker.model.backbones import sha256_file
-from worker.model.parity import check_parity, smoke_frames
-from worker.model.runtime import InspectionModel
-from worker.model.runtimes import EXPORT_FILES, ONNX_FILE, check_choice, open_export
 
 log = structlog.get_logger(__name__)
-
-
-class RefusalReason(StrEnum):
-    """Why a release is not served: a metric label, and what the logs and /readyz say."""
-
-    #: The bucket did not answer or lacks an object; the only reason retried later.
-    DOWNLOAD_FAILED = "download_failed"
-    #: The manifest is not readable, or describes no network that can be built.
-    INVALID_MANIFEST = "invalid_manifest"
-    #: The stored manifest is not the one announced (other version or other files).
-    MANIFEST_MISMATCH = "manifest_mismatch"
-    #: The manifest names an architecture this worker does not have.
-    UNKNOWN_ARCHITECTURE = "unknown_architecture"
-    #: A file's bytes do not have the sha256 the manifest gives.
-    SHA256_MISMATCH = "sha256_mismatch"
-    #: A file is not safetensors (a pickle renamed, say).
-    NOT_SAFETENSORS = "not_safetensors"
-    #: A file is missing, or the tensors do not fit the network.
-    INVALID_ARTIFACT = "invalid_artifact"
-    #: The loaded model judged a smoke batch wrongly (`worker.hot_swap.smoke_test`).
-    SMOKE_FAILED = "smoke_failed"
-    #: The release's export (`network.onnx`) judged differently from torch fp32.
-    PARITY_FAILED = "parity_failed"
-    #: Anything unforeseen while preparing a release.
-    LOAD_FAILED = "load_failed"
-
-    @property
-    def transient(self) -> bool:
-        """Worth another try later (the network, S3); every other refusal is final."""
-        return self is RefusalReason.DOWNLOAD_FAILED
-
-
-class ReleaseRefused(Exception):
-    """A release that must not be served: `reason` says why, `detail` says what."""
-
-    def __init__(self, reason: RefusalReason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = RefusalReason(reason), detail
-
-
-class ObjectReader(Protocol):
-    """What fetching needs of an object store (`worker.storage.ObjectStore` has it)."""
-
-    def get(self, key: str) -> bytes: ...
-
-
-# --- the manifest ----------------------------------------------------------------------
-
-
-def read_manifest(path: Path) -> ModelManifest:
-    """The manifest of an artifact folder (or the manifest file itself); refused if unreadable."""
-    path = Path(path)
-    manifest_path = path / MANIFEST_FILE if path.is_dir() else path
-    try:
-        return ModelManifest.model_validate(json.loads(manifest_path.read_text()))
-    except (OSError, ValueError) as exc:
-        raise ReleaseRefused(
-            RefusalReason.INVALID_MANIFEST,
-            f"{manifest_path}: not a readable model manifest: {exc}",
-        ) from exc
-
-
-def fetch_manifest(store: ObjectReader, prefix: str) -> ModelManifest:
-    """The manifest stored under `prefix` (e.g. `release_prefix(version)`), not yet trusted."""
-    return _parse(_get(store, f"{prefix.rstrip('/')}/{MANIFEST_FILE}"), prefix)
-
-
-# --- fetching --------------------------------------------------------------------------
-
-
-def fetch_release(
-    store: ObjectReader, prefix: str, into: Path, expected: ModelManifest | None = None
-) -> ModelManifest:
-    """Download `<prefix>/manifest.json` and every file it lists into the folder `into`.
-
-    With `expected` (the manifest announced in Redis), the stored manifest must
-    be that release: same version, same files; it is checked before any file is
-    downloaded. Nothing is trusted here: `load_network` checks each file's sha256.
-    """
-    prefix = prefix.rstrip("/")
-    raw = _get(store, f"{prefix}/{MANIFEST_FILE}")
-    manifest = _parse(raw, prefix)
-    if expected is not None and (
-        manifest.version != expected.version or manifest.files != expected.files
-    ):
-        raise ReleaseRefused(
-            RefusalReason.MANIFEST_MISMATCH,
-            f"s3 manifest {manifest.version}/{manifest.digest[:12]} is not the announced "
-            f"{expected.version}/{expected.digest[:12]}",
-        )
-    into = Path(into)
-    into.mkdir(parents=True, exist_ok=True)
-    (into / MANIFEST_FILE).write_bytes(raw)
-    for file in manifest.files:  # plain names (the manifest's schema): never a path out
-        (into / file.name).write_bytes(_get(store, f"{prefix}/{file.name}"))
-    return manifest
-
-
-# --- verifying and loading -------------------------------------------------------------
-
-
-def verify_files(folder: Path, manifest: ModelManifest) -> list[Path]:
-    """The paths of the manifest's files in `folder`, each present with its sha256."""
-    paths = []
-    for file in manifest.files:
-        path = Path(folder) / file.name
-        if not path.is_file():
-            raise ReleaseRefused(RefusalReason.INVALID_ARTIFACT, f"{path}: file missing")
-        digest = sha256_file(path)
-        if digest != file.sha256:
-            raise ReleaseRefused(
-                RefusalReason.SHA256_MISMATCH,
-                f"{path}: sha256 {digest} does not match manifest {file.sha256}",
-            )
-        paths.append(path)
-    return paths
 
 
 def load_network(path: Path) -> tuple[nn.Module, ModelManifest]:
@@ -262,22 +148,6 @@ def fetch_model(
     """`fetch_release` then `load_model`: a release from the bucket, verified, on `device`."""
     fetch_release(store, prefix, into, expected)
     return load_model(into, device=device, precision=precision, runtime=runtime)
-
-
-def _get(store: ObjectReader, key: str) -> bytes:
-    try:
-        return store.get(key)
-    except Exception as exc:  # S3 down, or no such object
-        raise ReleaseRefused(RefusalReason.DOWNLOAD_FAILED, f"{key}: {exc!r}") from exc
-
-
-def _parse(raw: bytes, prefix: str) -> ModelManifest:
-    try:
-        return ModelManifest.model_validate_json(raw)
-    except (ValidationError, ValueError) as exc:
-        raise ReleaseRefused(
-            RefusalReason.INVALID_MANIFEST, f"{prefix}/{MANIFEST_FILE}: {exc}"
-        ) from exc
 
 
 def _described(manifest: ModelManifest) -> str:

@@ -1,6 +1,6 @@
 """Parity: a compiled runtime must judge as torch fp32 does, or it is not served.
 
-A runtime (`worker.model.runtimes`) runs an export of the network, not the
+A runtime (`model.runtimes`) runs an export of the network, not the
 network: a wrong export, an operator a runtime implements differently, or a
 precision that loses too much would change verdicts on the line without anyone
 seeing it. So the same frames are judged by torch fp32 and by the runtime, and:
@@ -13,7 +13,7 @@ seeing it. So the same frames are judged by torch fp32 and by the runtime, and:
 - the verdict (score > threshold, as the worker decides) agrees on every frame.
 
 The worker checks a release's export on a fixed set of synthetic frames when it
-loads it (`worker.model.release.load_model`); the trainer checks it on held-out
+loads it (`model.loading.load_model`); the trainer checks it on held-out
 images before publishing a release (`trainer.service.retrain`).
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.model.runtime import InspectionModel
-from worker.model.runtimes import ONNX_FILE, open_export
+from model.runtime import InspectionModel
+from model.runtimes import EXPORT_RUNTIMES, ONNX_FILE, open_export
 
 #: Largest allowed |score - torch fp32 score|, as a fraction of the product's threshold.
 SCORE_TOLERANCE = 0.01
@@ -116,7 +116,7 @@ def check_export(
     folder: Path,
     frames: Sequence[np.ndarray],
     products: Sequence[str] | None = None,
-    runtimes: Sequence[str] = ("onnxruntime", "openvino"),
+    runtimes: Sequence[str] = EXPORT_RUNTIMES,
 ) -> list[ParityReport]:
     """The release gate's check: the export in `folder` through each CPU runtime at fp32,
     against `reference` (the release's network, torch fp32), on real frames."""
