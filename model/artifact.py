@@ -20,22 +20,30 @@ from schemas.object_layout import MANIFEST_FILE
 WEIGHTS_FILE = LEGACY_WEIGHTS_FILE
 
 
-def save_artifact(
+def save_weights(
     network: nn.Module, manifest: ModelManifest, out_dir: Path, weights_file: str = WEIGHTS_FILE
 ) -> ModelManifest:
-    """Write the network's weights and the manifest into `out_dir`.
+    """Write the network's weights into `out_dir`; the manifest that lists them, not written.
 
-    Returns the manifest as written: its `files` are the weights file with its
-    real sha256, whatever `manifest.files` said before.
+    Its `files` are the weights file with its real sha256, whatever
+    `manifest.files` said before. The caller writes the manifest once it is
+    complete (`write_manifest`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / weights_file
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     save_file(state, str(weights), metadata={"version": manifest.version})
-    manifest = manifest.model_copy(
+    return manifest.model_copy(
         update={"files": [ReleaseFile(name=weights_file, sha256=sha256_file(weights))]}
     )
+
+
+def save_artifact(
+    network: nn.Module, manifest: ModelManifest, out_dir: Path, weights_file: str = WEIGHTS_FILE
+) -> ModelManifest:
+    """Write the network's weights and the manifest into `out_dir`; returns it as written."""
+    manifest = save_weights(network, manifest, out_dir, weights_file)
     write_manifest(out_dir, manifest)
     return manifest
 

@@ -57,11 +57,18 @@ from schemas.manifest import ModelManifest
 log = structlog.get_logger(__name__)
 
 
-def load_network(path: Path) -> tuple[nn.Module, ModelManifest]:
-    """Verify and load an artifact folder (or its manifest path) onto the CPU, in eval mode."""
+def load_network(
+    path: Path, manifest: ModelManifest | None = None
+) -> tuple[nn.Module, ModelManifest]:
+    """Verify and load an artifact folder (or its manifest path) onto the CPU, in eval mode.
+
+    With `manifest`, the files are checked against it rather than against the
+    folder's manifest file: the trainer gates a candidate whose manifest is not
+    written yet.
+    """
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    manifest = read_manifest(path)
+    manifest = manifest or read_manifest(path)
     state: dict = {}
     for file in verify_files(folder, manifest):
         if file.name in EXPORT_FILES:
@@ -95,15 +102,20 @@ def load_network(path: Path) -> tuple[nn.Module, ModelManifest]:
 
 
 def load_model(
-    path: Path, device: str = "auto", precision: str = "fp32", runtime: str = "torch"
+    path: Path,
+    device: str = "auto",
+    precision: str = "fp32",
+    runtime: str = "torch",
+    manifest: ModelManifest | None = None,
 ) -> InspectionModel:
     """A verified artifact folder as a model ready to serve on `device` (not warmed up).
 
     With `runtime` onnxruntime or openvino, the release's export runs it, once it
     passed the parity check; a release without an export is served by torch.
+    `manifest`: as `load_network`'s.
     """
     check_choice(runtime, precision)
-    network, manifest = load_network(path)
+    network, manifest = load_network(path, manifest)
     if runtime == "torch":
         return InspectionModel(network, manifest, device=device, precision=precision)
     if ONNX_FILE not in {file.name for file in manifest.files}:

@@ -32,9 +32,14 @@ class ReleaseEntry:
     current: bool
 
 
-def upload(store: ObjectStore, artifact_dir: Path) -> ModelManifest:
-    """Copy an artifact folder to `models/<version>/`: its files, then its manifest."""
-    manifest = read_manifest(artifact_dir)
+def upload(
+    store: ObjectStore, artifact_dir: Path, manifest: ModelManifest | None = None
+) -> ModelManifest:
+    """Copy an artifact folder to `models/<version>/`: its files, then its manifest.
+
+    `manifest`: the folder's, when the caller holds it already (else read from it).
+    """
+    manifest = manifest or read_manifest(artifact_dir)
     for file in manifest.files:
         store.put(
             release_key(manifest.version, file.name), (Path(artifact_dir) / file.name).read_bytes()
@@ -54,9 +59,14 @@ def make_current(control: ControlPlane, manifest: ModelManifest) -> None:
     log.info("release current", version=manifest.version, parent=manifest.parent_version)
 
 
-def publish(store: ObjectStore, control: ControlPlane, artifact_dir: Path) -> ModelManifest:
-    """Upload an artifact and make it the current release."""
-    manifest = upload(store, artifact_dir)
+def publish(
+    store: ObjectStore,
+    control: ControlPlane,
+    artifact_dir: Path,
+    manifest: ModelManifest | None = None,
+) -> ModelManifest:
+    """Upload an artifact and make it the current release (`manifest`: as `upload`'s)."""
+    manifest = upload(store, artifact_dir, manifest)
     make_current(control, manifest)
     return manifest
 

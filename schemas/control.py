@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.common import UtcDatetime
+from schemas.gate import GateReport
 
 CONTROL_SCHEMA_VERSION = 1
 
@@ -54,10 +55,17 @@ class RetrainOutcome(BaseModel):
     stages: dict[str, float] = Field(
         default_factory=dict, description="Seconds spent in each stage of the run."
     )
-    gate: dict = Field(default_factory=dict, description="Metrics of candidate and current.")
+    gate: GateReport | None = Field(
+        default=None, description="The release gate's report, once the candidate was measured."
+    )
     trainer: str | None = Field(default=None, description="Trainer that ran it.")
     updated: UtcDatetime
     schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _no_report_yet(cls, value: object) -> object:
+        return None if value == {} else value  # outcomes recorded before the report was typed
 
     @property
     def final(self) -> bool:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from schemas.control import RetrainOutcome, RetrainRequest, WorkerHeartbeat
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders
+from schemas.gate import GateReport
 from schemas.manifest import ModelManifest
 from schemas.verdicts import Verdict
 
@@ -34,6 +35,7 @@ MODELS: Mapping[str, type[BaseModel]] = {
     "model_manifest": ModelManifest,
     "retrain_request": RetrainRequest,
     "retrain_outcome": RetrainOutcome,
+    "gate_report": GateReport,
     "worker_heartbeat": WorkerHeartbeat,
 }
 

@@ -36,6 +36,7 @@ import pytest
 import torch
 from kafka import KafkaProducer
 
+from model import loading
 from operations.normal_store import import_folder
 from operations.releases import publish
 from operations.retrain_queue import RetrainQueue, TrainerLock
@@ -51,6 +52,7 @@ from trainer.learning.config import TrainConfig
 from trainer.learning.export import export
 from trainer.learning.synthetic_dataset import generate
 from trainer.learning.train import TrainResult, train
+from trainer.service import gate, retrain
 from trainer.service.retrain import RetrainService
 from trainer.service.settings import TrainerSettings
 
@@ -146,7 +148,20 @@ def _seed_normals(store: ObjectStore, line: Path, run: str) -> int:
     )
 
 
-def test_a_worse_candidate_is_refused_by_the_gate(local_stack, line, tmp_path):
+def _spy(monkeypatch, module, name: str, calls: list) -> None:
+    """Record the first argument of every call of `module.name`, then call it."""
+    real = getattr(module, name)
+
+    def spy(first, *args, **kwargs):
+        calls.append(first)
+        return real(first, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+
+
+def test_a_worse_candidate_is_refused_by_the_gate(local_stack, line, tmp_path, monkeypatch):
+    """Refused by the gate, in one direction: each held-out image decoded once for both
+    models and the export's check, the candidate's manifest never written nor read back."""
     run = run_id("g")
     # the model knows the run's product names: train on a renamed copy of the line
     renamed = tmp_path / "line"
@@ -162,6 +177,11 @@ def test_a_worse_candidate_is_refused_by_the_gate(local_stack, line, tmp_path):
     current = publish(store, control, good)
     _seed_normals(store, line, run)
 
+    decoded, manifests_read, manifests_written = [], [], []
+    _spy(monkeypatch, gate, "read_images", decoded)
+    _spy(monkeypatch, loading, "read_manifest", manifests_read)
+    _spy(monkeypatch, retrain, "write_manifest", manifests_written)
+
     # the candidate flags every part: false-alarm rate exactly 1.0 > 0 + 0.02
     service = RetrainService(settings, control, store, train_fn=_flags_everything)
     request_id = service.queue.request("a candidate that flags every part", "test")
@@ -172,9 +192,14 @@ def test_a_worse_candidate_is_refused_by_the_gate(local_stack, line, tmp_path):
     print(f"\ngate: {outcome.status}: {outcome.detail}; stages {outcome.stages}")
     assert outcome.status == "refused", outcome.detail
     assert "false alarms on held-out normals 1.000 > current 0.000" in outcome.detail
-    assert outcome.gate["candidate"]["image_auroc"] == 0.5  # blind: all ties
+    assert outcome.gate.candidate.image_auroc == 0.5  # blind: all ties
+    assert not outcome.gate.released and outcome.gate.reasons == outcome.detail.split("; ")
     assert RetrainQueue(control).outcome(request_id).status == "refused"
     assert control.current().version == current.version  # nothing released
+    paths = [path for batch in decoded for path in batch]
+    assert paths and len(paths) == len(set(paths))  # both models, one decoding
+    assert manifests_written == []
+    assert [Path(p).name for p in manifests_read] == ["current"]  # the fetched release only
 
 
 def test_end_to_end_retrain_release_and_swap(local_stack, line, tmp_path, monkeypatch):
@@ -211,6 +236,8 @@ def test_end_to_end_retrain_release_and_swap(local_stack, line, tmp_path, monkey
         heartbeat_interval_s=0.5,
     )
     worker = start_worker(worker_settings, bootstrap)
+    manifests_written: list = []
+    _spy(monkeypatch, retrain, "write_manifest", manifests_written)
     service = RetrainService(settings, control, store)
     serving = threading.Thread(target=service.serve, daemon=True)
     serving.start()
@@ -246,13 +273,15 @@ def test_end_to_end_retrain_release_and_swap(local_stack, line, tmp_path, monkey
         )
         timings["request -> released"] = time.perf_counter() - started
         assert outcome.status == "released", (outcome.detail, outcome.gate)
-        bootstrap_measured = outcome.gate["current"]
-        assert bootstrap_measured["version"] == f"{run}-bootstrap"
-        assert bootstrap_measured["false_alarm_rate"] == 1.0
-        assert bootstrap_measured["image_auroc"] == 0.5
+        bootstrap_measured = outcome.gate.current
+        assert bootstrap_measured.version == f"{run}-bootstrap"
+        assert bootstrap_measured.false_alarm_rate == 1.0
+        assert bootstrap_measured.image_auroc == 0.5
         assert control.current().version == outcome.version
         assert control.current().parent_version == f"{run}-bootstrap"
         assert control.current().data["snapshot_id"] == outcome.snapshot_id
+        assert len(manifests_written) == 1  # once, complete, for the release
+        assert control.current().metrics["gate"]["version"] == outcome.version
 
         wait_for(
             lambda: worker.hot_swap.active_version == outcome.version, 60, "the worker to swap"

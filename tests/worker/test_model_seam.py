@@ -128,9 +128,9 @@ def loads(monkeypatch) -> list[str]:
     seen: list[str] = []
     real = loading.load_network
 
-    def counting(path):
+    def counting(path, manifest=None):
         seen.append(Path(path).name)
-        return real(path)
+        return real(path, manifest)
 
     monkeypatch.setattr(loading, "load_network", counting)
     return seen

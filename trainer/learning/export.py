@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 from torch import nn
 
-from model.artifact import WEIGHTS_FILE, save_artifact, write_manifest
+from model.artifact import WEIGHTS_FILE, save_weights, write_manifest
 from model.loading import load_network
 from model.parity import check_parity, smoke_frames
 from model.release import sha256_file
@@ -45,11 +45,14 @@ def export(
     quantile: float = DEFAULT_QUANTILE,
     parent_version: str | None = None,
     onnx: bool = False,
+    write: bool = True,
 ) -> ModelManifest:
     """Write the artifact of `result` into `out_dir`; with `onnx`, its ONNX export too.
 
     Releases are made with `onnx` (`trainer.service.retrain`, `kenpin-trainer train`);
-    studies (sweep, ablation) need only the weights.
+    studies (sweep, ablation) need only the weights. The manifest is written once,
+    complete; without `write` it is only returned: the retrain service adds the
+    gate's measurement and the snapshot to it first, and writes it for the release.
     """
     manifest = ModelManifest(
         version=version or new_version(),
@@ -72,15 +75,27 @@ def export(
         data=result.data,
         parent_version=parent_version,
     )
-    manifest = save_artifact(result.network, manifest, Path(out_dir))
-    return add_onnx_export(result.network, manifest, Path(out_dir)) if onnx else manifest
+    manifest = save_weights(result.network, manifest, Path(out_dir))
+    if onnx:
+        manifest = onnx_export_file(result.network, manifest, Path(out_dir))
+    if write:
+        write_manifest(Path(out_dir), manifest)
+    return manifest
 
 
 def add_onnx_export(network: nn.Module, manifest: ModelManifest, out_dir: Path) -> ModelManifest:
+    """Give the artifact in `out_dir` its ONNX export, if faithful; returns the manifest written."""
+    manifest = onnx_export_file(network, manifest, Path(out_dir))
+    write_manifest(Path(out_dir), manifest)
+    return manifest
+
+
+def onnx_export_file(network: nn.Module, manifest: ModelManifest, out_dir: Path) -> ModelManifest:
     """Write `network.onnx` beside the weights and list it in the manifest, if it is faithful.
 
     Checked with ONNX Runtime on the worker's smoke frames before it is listed;
-    returns the manifest as written (unchanged when the export is left out).
+    returns the manifest listing it (unchanged when the export is left out), not
+    written: that is the caller's, once the manifest is complete.
     """
     path = Path(out_dir) / ONNX_FILE
     served = copy.deepcopy(network).cpu().float().eval()
@@ -101,9 +116,7 @@ def add_onnx_export(network: nn.Module, manifest: ModelManifest, out_dir: Path) 
         return manifest
     files = [f for f in manifest.files if f.name != ONNX_FILE]
     files.append(ReleaseFile(name=ONNX_FILE, sha256=sha256_file(path)))
-    manifest = manifest.model_copy(update={"files": files})
-    write_manifest(Path(out_dir), manifest)
-    return manifest
+    return manifest.model_copy(update={"files": files})
 
 
 def export_with_memory(
@@ -154,5 +167,6 @@ def export_with_memory(
             "parent_version": manifest.version,
         }
     )
-    release = save_artifact(network, release, Path(out_dir))
-    return add_onnx_export(network, release, Path(out_dir))
+    release = onnx_export_file(network, save_weights(network, release, Path(out_dir)), out_dir)
+    write_manifest(Path(out_dir), release)
+    return release

@@ -37,9 +37,8 @@ from typing import Any
 
 from model.artifact import write_manifest
 from model.loading import fetch_model, load_model
-from model.release import RefusalReason, ReleaseRefused, read_manifest
+from model.release import RefusalReason, ReleaseRefused
 from model.runtime import InspectionModel
-from model.runtimes import ONNX_FILE
 from operations.normal_store import download, take_snapshot
 from operations.releases import publish
 from operations.retrain_queue import QueuedRequest, RetrainQueue, TrainerLock
@@ -53,14 +52,7 @@ from trainer.learning.config import RECIPE_FIELDS, RecipeError, TrainConfig, rec
 from trainer.learning.export import export, new_version
 from trainer.learning.learners import fit
 from trainer.learning.train import TrainResult
-from trainer.service.gate import (
-    Floors,
-    GateImages,
-    decide,
-    export_disagreements,
-    labelled_anomalies,
-    measure,
-)
+from trainer.service.gate import GateImages, judge, labelled_anomalies
 from trainer.service.settings import TrainerSettings
 from trainer.service.telemetry import TrainerHealth, TrainerMetrics
 
@@ -233,49 +225,39 @@ class RetrainService:
         with self._stage(outcome, "calibrate"):
             version = f"{new_version()}-{snap.snapshot_id[:8]}"
             artifact = scratch / "candidate"
-            export(
+            # files on disk, the manifest in memory: written once, complete, if released
+            manifest = export(
                 result,
                 artifact,
                 version,
                 s.threshold_quantile,
                 outcome.parent_version,
                 onnx=bool(s.export_runtimes),
+                write=False,
             )
             outcome.version = version
         with self._stage(outcome, "evaluate"):
-            candidate_model = load_model(artifact, device="cpu")
-            images = GateImages(heldout, labelled_anomalies(s.anomalies_dir, snap.products))
-            candidate_metrics = measure(candidate_model, images)
-            current_metrics = measure(current_model, images) if current_model else None
-            decision = decide(
-                candidate_metrics,
-                current_metrics,
-                sorted(current.products) if current else [],
-                s.max_false_alarm_increase,
-                s.max_auroc_drop,
-                Floors(
-                    s.gate_max_false_alarm_rate,
-                    s.gate_min_synthetic_auroc,
-                    s.gate_min_synthetic_recall,
-                ),
+            report = judge(
+                load_model(artifact, device="cpu", manifest=manifest),
+                artifact,
+                current_model,
+                GateImages(heldout, labelled_anomalies(s.anomalies_dir, snap.products)),
+                s.gate_policy,
+                s.export_runtimes,
             )
-            if ONNX_FILE in {f.name for f in candidate_model.manifest.files}:
-                disagreements = export_disagreements(
-                    candidate_model, artifact, images, s.export_runtimes
-                )
-                decision.released = decision.released and not disagreements
-                decision.reasons += disagreements
-            outcome.gate = decision.as_dict()
-        if not decision.released:
+            outcome.gate = report
+        outcome.detail = "; ".join(report.reasons)
+        if not report.released:
             outcome.status = "refused"
-            outcome.detail = "; ".join(decision.reasons)
-            log.warning("candidate refused by the gate", version=version, reasons=decision.reasons)
+            log.warning("candidate refused by the gate", version=version, reasons=report.reasons)
             return outcome
         with self._stage(outcome, "release"):
-            manifest = read_manifest(artifact)
             manifest = manifest.model_copy(
                 update={
-                    "metrics": {"gate": decision.candidate, "at_release": utc_now().isoformat()},
+                    "metrics": {
+                        "gate": report.candidate.model_dump(mode="json"),
+                        "at_release": utc_now().isoformat(),
+                    },
                     "data": {
                         **manifest.data,
                         **snap.summary(),
@@ -285,9 +267,8 @@ class RetrainService:
                 }
             )
             write_manifest(artifact, manifest)
-            publish(self.store, self.control, artifact)
+            publish(self.store, self.control, artifact, manifest)
         outcome.status = "released"
-        outcome.detail = "; ".join(decision.reasons)
         return outcome
 
     def _current_model(self, current, folder: Path) -> InspectionModel | None:

@@ -11,6 +11,7 @@ Example: ``KENPIN_RETRAIN_INTERVAL_S=86400 KENPIN_EPOCHS=50 kenpin-trainer serve
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import Field, create_model, model_validator
 
 from model.runtimes import EXPORT_RUNTIMES, Runtime
 from operations.settings import OperationsSettings
+from schemas.gate import GatePolicy
 from schemas.object_layout import ObjectKind
 from trainer.learning.config import DEFAULT_QUANTILE, RECIPE_FIELDS
 
@@ -28,6 +30,11 @@ def _recipe_settings() -> type[OperationsSettings]:
     """OperationsSettings with a setting per field of the recipe."""
     fields: dict[str, Any] = {name: (info.annotation, info) for name, info in RECIPE_FIELDS.items()}
     return create_model("RecipeSettings", __base__=OperationsSettings, **fields)
+
+
+def _policy_field(name: str) -> Any:
+    """A setting declared by the gate policy's field: its default, bounds and description."""
+    return copy.deepcopy(GatePolicy.model_fields[name])
 
 
 class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
@@ -123,40 +130,12 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
         "torch on the held-out images before it is published (a disagreeing export refuses "
         "the release); empty: releases ship without export and workers serve them with torch.",
     )
-    max_false_alarm_increase: float = Field(
-        default=0.02,
-        ge=0,
-        description="A candidate whose false-alarm rate on held-out normals exceeds the "
-        "current release's by more than this is not released.",
-    )
-    max_auroc_drop: float = Field(
-        default=0.02,
-        ge=0,
-        description="A candidate whose image AUROC on labelled anomalies is below the current "
-        "release's by more than this is not released.",
-    )
-
-    gate_max_false_alarm_rate: float = Field(
-        default=0.05,
-        ge=0,
-        le=1,
-        description="A first release (nothing to compare against) whose false-alarm rate on "
-        "held-out normals exceeds this is not released.",
-    )
-    gate_min_synthetic_auroc: float = Field(
-        default=0.6,
-        ge=0,
-        le=1,
-        description="A first release whose image AUROC on defects drawn onto held-out "
-        "normals is below this is not released (a blind model scores 0.5).",
-    )
-    gate_min_synthetic_recall: float = Field(
-        default=0.05,
-        ge=0,
-        le=1,
-        description="No release may flag fewer than this fraction of the defects drawn onto "
-        "held-out normals: a model that flags nothing never goes live.",
-    )
+    # tolerances against the current release and floors for any release (`GatePolicy`)
+    max_false_alarm_increase: float = _policy_field("max_false_alarm_increase")
+    max_auroc_drop: float = _policy_field("max_auroc_drop")
+    gate_max_false_alarm_rate: float = _policy_field("max_false_alarm_rate")
+    gate_min_synthetic_auroc: float = _policy_field("min_synthetic_auroc")
+    gate_min_synthetic_recall: float = _policy_field("min_synthetic_recall")
 
     @model_validator(mode="after")
     def _export_runtimes_run_exports(self) -> Self:
@@ -167,6 +146,17 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
                 f"{list(EXPORT_RUNTIMES)}"
             )
         return self
+
+    @property
+    def gate_policy(self) -> GatePolicy:
+        """What the release gate judges a candidate against."""
+        return GatePolicy(
+            max_false_alarm_increase=self.max_false_alarm_increase,
+            max_auroc_drop=self.max_auroc_drop,
+            max_false_alarm_rate=self.gate_max_false_alarm_rate,
+            min_synthetic_auroc=self.gate_min_synthetic_auroc,
+            min_synthetic_recall=self.gate_min_synthetic_recall,
+        )
 
     @property
     def retention_days(self) -> dict[ObjectKind, int]:
