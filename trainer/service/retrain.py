@@ -62,6 +62,7 @@ log = get_logger(__name__)
 #: so that tests can make training slow, or its result bad, by construction.
 TrainFunction = Callable[[Path, TrainConfig, bool], TrainResult]
 
+
 class RunFailed(RuntimeError):
     """A run that could not finish (no data, broken current release, ...)."""
 
