@@ -183,6 +183,20 @@ def test_commands_are_entry_points_whose_packages_are_installed(dockerfile):
     assert {"kenpin-worker", "kenpin-trainer", "kenpin-bridge", "kenpin-console"} <= commands
 
 
+def test_every_package_the_processes_import_is_copied_into_each_image(dockerfile):
+    """Each builder copies every top-level package but deploy/ (the image has no local stack):
+    a process importing one that is left out would fail at start, in the plant only."""
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"deploy"}
+    for target in TARGETS:
+        copied = {
+            word.rstrip("/").removeprefix("/src/")
+            for copy in dockerfile[f"{target}-builder"].all("COPY")
+            for word in shlex.split(copy)
+            if not word.startswith("--")
+        }
+        assert packages <= copied, f"{target}: not copied: {sorted(packages - copied)}"
+
+
 def test_torch_pinned_as_pyproject_pins_it(dockerfile):
     with (REPO / "pyproject.toml").open("rb") as handle:
         dependencies = tomllib.load(handle)["project"]["dependencies"]
