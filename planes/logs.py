@@ -3,7 +3,7 @@
 Every event is a dict (`log.info("batch_judged", frames=16, ms=12.5)`), so the
 fields stay machine-searchable. Libraries that use the standard `logging`
 module (kafka-python, urllib3) are routed through the same renderer, so a
-worker's output is one consistent stream.
+process's output (worker, trainer, bridge, console) is one consistent stream.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
-#: Chatty libraries: their INFO lines (connection chatter) drown a worker's own events.
-QUIET_LIBRARIES = ("kafka", "urllib3")
+#: Chatty libraries: their INFO lines (connections, sessions) drown a process's own events.
+QUIET_LIBRARIES = ("kafka", "urllib3", "asyncua", "paho")
 
 
 def resolve_format(log_format: LogFormat, stream: IO[str]) -> Literal["json", "console"]:
