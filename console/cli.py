@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from console.plant import PlantPlanes
+    from console.plant_clients import PlantPlanes
     from console.settings import ConsoleSettings
     from operations.plant import AccessDenied
 

@@ -13,6 +13,9 @@ by frame id (a replayed verdict replaces its first copy instead of listing the
 part twice), and hands each new verdict to every subscribed event stream through
 an asyncio queue of its own. A slow browser loses its oldest queued verdicts,
 never stalls the reader or the other browsers.
+
+kafka-python is imported where the consumer is made and read (the feed's
+thread), not at the top: the hub and the pages do without it.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from console.settings import ConsoleSettings
 from planes.kafka import fetch_sizes, security_config
 from planes.logs import get_logger
 from schemas.topics import verdict_topic
 from schemas.verdicts import Verdict
+
+if TYPE_CHECKING:  # kafka-python is imported where the feed runs, not by the pages
+    from kafka import KafkaConsumer, TopicPartition
+
+    from console.settings import ConsoleSettings
 
 log = get_logger(__name__)
 
@@ -165,11 +171,14 @@ def _offer(queue: asyncio.Queue[Verdict], verdict: Verdict) -> None:
     queue.put_nowait(verdict)
 
 
-ConsumerFactory = Callable[[ConsoleSettings], KafkaConsumer]
+#: Makes the feed's consumer from its settings (`make_consumer` unless another is given).
+ConsumerFactory = Callable[["ConsoleSettings"], "KafkaConsumer"]
 
 
 def make_consumer(settings: ConsoleSettings) -> KafkaConsumer:
     """A consumer without a group (partitions are assigned by the feed), reading only."""
+    from kafka import KafkaConsumer
+
     return KafkaConsumer(
         **security_config(settings),  # TLS / SASL exactly as the workers reach the brokers
         group_id=None,
@@ -213,6 +222,9 @@ class VerdictFeed:
             self._thread.join(timeout=15)
 
     def _run(self) -> None:
+        # imported here, in the feed's thread: the pages load without kafka-python (~0.1 s)
+        from kafka.errors import KafkaError
+
         backoff = 1.0
         while not self._stop.is_set():
             consumer = None
@@ -247,6 +259,8 @@ class VerdictFeed:
     def _assign_new(
         self, consumer: KafkaConsumer, assigned: set[TopicPartition]
     ) -> set[TopicPartition]:
+        from kafka import TopicPartition
+
         topics = sorted(t for t in consumer.topics() if self.pattern.match(t))
         found = {
             TopicPartition(topic, partition)

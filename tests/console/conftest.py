@@ -10,9 +10,8 @@ from fastapi.testclient import TestClient
 
 from console.app import create_app
 from console.live import VerdictHub
-from console.plant import Image
+from console.plant import ActionRefused, Image
 from console.settings import ConsoleSettings
-from operations.releases import ReleaseError
 from schemas.control import RetrainOutcome, WorkerHeartbeat
 from schemas.object_layout import heatmap_key
 from schemas.verdicts import Verdict
@@ -22,7 +21,11 @@ CAPTURED = datetime(2026, 11, 29, 8, 30, tzinfo=UTC)
 
 
 class FakePlanes:
-    """Records every action, so a test can assert that a refused request changed nothing."""
+    """Records every action, so a test can assert that a refused request changed nothing.
+
+    Fails as `console.plant_clients.PlantPlanes` does: with the console's own
+    exceptions (`ActionRefused`, `PlaneUnavailable`), never a client library's.
+    """
 
     def __init__(self) -> None:
         self.actions: list[tuple] = []
@@ -35,7 +38,7 @@ class FakePlanes:
     def activate(self, version: str) -> str:
         self.actions.append(("activate", version))
         if version != "v2":
-            raise ReleaseError(f"no release {version!r}")
+            raise ActionRefused(f"no release {version!r}")
         return version
 
     def rollback(self) -> str:

@@ -237,10 +237,10 @@ def test_the_releases_page_shows_each_gate_report_and_acts_on_the_others(console
 
 
 def test_a_control_plane_outage_is_a_notice_not_a_server_error(console):
-    from redis.exceptions import ConnectionError as RedisDown
+    from console.plant import PlaneUnavailable
 
     def down(*_args, **_kwargs):
-        raise RedisDown("Connection refused")
+        raise PlaneUnavailable("Connection refused")
 
     console.login()
     token = console.token()
@@ -254,3 +254,15 @@ def test_a_control_plane_outage_is_a_notice_not_a_server_error(console):
     assert "Not requested: Redis or S3 did not answer" in page.text
     assert "Retrain requests unavailable" in page.text
     assert "Releases unavailable" in console.client.get("/releases").text
+
+
+def test_a_form_whose_only_field_is_the_token_is_done(console):
+    """Rollback and logout carry nothing but the token, which the `Operator` dependency reads."""
+    console.login()
+    response = console.client.post("/releases/rollback", data={"csrf_token": console.token()})
+    assert response.status_code == 303
+    assert console.planes.actions == [("rollback",)]
+    assert "Rolled back: release v1 is now current." in console.client.get("/releases").text
+    response = console.client.post("/logout", data={"csrf_token": console.token()})
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    assert console.client.get("/").status_code == 303  # logged out: to the login page

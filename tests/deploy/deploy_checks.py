@@ -24,8 +24,8 @@ from planes.settings import env_names
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
-#: The settings classes each entry point reads ("module:Class"). The console reads its own
-#: settings and, for the planes, the operator commands' (console/plant.py -> connect()).
+#: The settings classes each entry point reads ("module:Class"); each mixes in the plane
+#: blocks it uses (planes/settings.py).
 SETTINGS_OF_COMMAND: dict[str, tuple[str, ...]] = {
     "kenpin-worker": ("worker.settings:WorkerSettings",),
     "kenpin-trainer": ("trainer.service.settings:TrainerSettings",),

@@ -30,10 +30,12 @@ from kafka import KafkaProducer
 
 from console.app import create_app
 from console.live import VerdictFeed, VerdictHub
-from console.plant import PlantPlanes
+from console.plant_clients import PlantPlanes
 from console.settings import ConsoleSettings
 from operations import releases
+from operations.plant import Plant
 from operations.retrain_queue import RetrainQueue
+from operations.settings import OperationsSettings
 from planes.control import ControlPlane
 from planes.storage import ObjectStore
 from schemas.common import utc_now
@@ -44,8 +46,6 @@ from schemas.topics import verdict_topic
 from schemas.verdicts import Verdict
 from tests.integration.pipeline import create_topics
 from tests.integration.releases import run_id, wait_for
-from trainer.service.commands import Plane
-from trainer.service.settings import TrainerSettings
 from worker.heatmaps import render_overlay
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -95,7 +95,7 @@ class Stack:
 
     url: str
     line: str
-    plane: Plane
+    plane: Plant
     queue: RetrainQueue
     bootstrap: str
 
@@ -103,7 +103,7 @@ class Stack:
 @pytest.fixture
 def console_stack(local_stack) -> Iterator[Stack]:
     run = run_id("c")
-    trainer_settings = TrainerSettings(
+    plant_settings = OperationsSettings(
         redis_url=local_stack.redis_url,
         control_prefix=f"{run}:",  # no retrain request of ours reaches another test's trainer
         s3_endpoint=local_stack.s3_endpoint,
@@ -112,10 +112,11 @@ def console_stack(local_stack) -> Iterator[Stack]:
         s3_bucket=f"console-{run}",  # nor a normal filed here another test's snapshot
         s3_secure=False,
     )
-    plane = Plane(
-        trainer_settings,
-        ControlPlane.from_settings(trainer_settings),
-        ObjectStore.from_settings(trainer_settings),
+    control = ControlPlane.from_settings(plant_settings)
+    plane = Plant(
+        control,
+        ObjectStore.from_settings(plant_settings),
+        RetrainQueue(control, plant_settings.outcome_ttl_s),
     )
     plane.store.ensure_bucket()
     line = f"{run}-l1"
@@ -150,7 +151,7 @@ def console_stack(local_stack) -> Iterator[Stack]:
             f"http://127.0.0.1:{port}",
             line,
             plane,
-            RetrainQueue(plane.control, trainer_settings.outcome_ttl_s),
+            plane.queue,
             local_stack.kafka_bootstrap,
         )
     finally:

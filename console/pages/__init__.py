@@ -1,0 +1,6 @@
+"""The console's pages: one `APIRouter` per page, all state in `common.ConsoleContext`.
+
+`live` (the line's verdicts and the NG gallery), `images` (heatmaps, originals,
+"this part was fine"), `releases`, `retrain`, `workers`, `login`; `console.app`
+includes them all.
+"""
