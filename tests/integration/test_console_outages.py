@@ -11,7 +11,6 @@ polling through the outage and shows the status once Redis is back.
 
 from __future__ import annotations
 
-import json
 import secrets
 import subprocess
 import threading
@@ -34,6 +33,7 @@ from planes.control import ControlPlane
 from planes.storage import ObjectStore
 from schemas.common import utc_now
 from schemas.control import RetrainOutcome
+from tests.console.test_console_retrain_outage import status_events
 from tests.integration.releases import run_id, wait_for
 
 PASSWORD = "a long operator password"
@@ -103,15 +103,9 @@ def _csrf(html: str) -> str:
 
 def _status_events(client: TestClient, url: str) -> list[dict]:
     """Every `status` event of the stream at `url`, read until the stream ends."""
-    events, name = [], None
     with client.stream("GET", url) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: ") and name == "status":
-                events.append(json.loads(line.removeprefix("data: ")))
-    return events
+        return status_events(response)
 
 
 def test_a_retrain_status_during_a_redis_outage_says_try_again(local_stack, private_redis):

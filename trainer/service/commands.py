@@ -22,8 +22,6 @@ from trainer.service.settings import TrainerSettings
 
 if TYPE_CHECKING:
     from operations.plant import Plant
-    from planes.control import ControlPlane
-    from planes.storage import ObjectStore
     from schemas.manifest import ModelManifest
 
 
@@ -33,14 +31,6 @@ class Plane:
 
     settings: TrainerSettings
     plant: Plant
-
-    @property
-    def control(self) -> ControlPlane:
-        return self.plant.control
-
-    @property
-    def store(self) -> ObjectStore:
-        return self.plant.store
 
 
 def connect() -> Plane:
@@ -86,9 +76,11 @@ def serve(args: argparse.Namespace) -> int:
         settings.trainer_metrics_port,
         settings.trainer_metrics_host,
     )
-    plane.store.ensure_bucket()
+    plane.plant.store.ensure_bucket()
     _apply_retention(plane, strict=False)
-    service = RetrainService(settings, plane.control, plane.store, metrics=metrics, health=health)
+    service = RetrainService(
+        settings, plane.plant.control, plane.plant.store, metrics=metrics, health=health
+    )
     signal.signal(signal.SIGTERM, service.stop)
     signal.signal(signal.SIGINT, service.stop)
     service.serve()
@@ -98,12 +90,12 @@ def serve(args: argparse.Namespace) -> int:
 def lifecycle(args: argparse.Namespace) -> int:
     """Set the bucket's retention rules from the settings and print what the server holds."""
     plane = connect()
-    plane.store.ensure_bucket()
+    plane.plant.store.ensure_bucket()
     if not _apply_retention(plane, strict=True):
         return 1
-    config = plane.store.retention()
+    config = plane.plant.store.retention()
     rules = config.rules if config is not None else []
-    print(f"bucket {plane.store.bucket}: {len(rules)} retention rule(s)")
+    print(f"bucket {plane.plant.store.bucket}: {len(rules)} retention rule(s)")
     for rule in rules:
         print(f"  {rule.rule_id}: expire after {rule.expiration.days} days")
     kept = [kind for kind, days in plane.settings.retention_days.items() if days == 0]
@@ -123,9 +115,11 @@ def _apply_retention(plane: Plane, *, strict: bool) -> bool:
     from planes.logs import get_logger
 
     try:
-        plane.store.set_retention(plane.settings.retention_days)
+        plane.plant.store.set_retention(plane.settings.retention_days)
     except S3Error as exc:
-        message = f"S3 refused the retention rules for bucket {plane.store.bucket}: {exc.code}"
+        message = (
+            f"S3 refused the retention rules for bucket {plane.plant.store.bucket}: {exc.code}"
+        )
         if strict:
             print(f"kenpin-trainer lifecycle: {message}", file=sys.stderr)
         else:
@@ -159,8 +153,8 @@ def import_normals(args: argparse.Namespace) -> int:
     from operations import normal_store
 
     plane = connect()
-    plane.store.ensure_bucket()
-    keys = normal_store.import_folder(plane.store, args.product, args.folder)
+    plane.plant.store.ensure_bucket()
+    keys = normal_store.import_folder(plane.plant.store, args.product, args.folder)
     print(f"imported {len(keys)} normals of {args.product}")
     return 0 if keys else 1
 
@@ -171,7 +165,7 @@ def mark_good(args: argparse.Namespace) -> int:
     plane = connect()
     try:
         key = normal_store.mark_good(
-            plane.store, args.frame_id, product=args.product, line=args.line
+            plane.plant.store, args.frame_id, product=args.product, line=args.line
         )
     except normal_store.FrameNotFound as exc:
         print(exc)
@@ -185,7 +179,7 @@ def release_list(args: argparse.Namespace) -> int:
 
     plane = connect()
     try:
-        for entry in releases.list_releases(plane.store, plane.control):
+        for entry in releases.list_releases(plane.plant.store, plane.plant.control):
             m = entry.manifest
             mark = "*" if entry.current else " "
             print(
@@ -202,14 +196,16 @@ def release_activate(args: argparse.Namespace) -> int:
     from operations import releases
 
     plane = connect()
-    return _now_current(lambda: releases.activate(plane.store, plane.control, args.version))
+    return _now_current(
+        lambda: releases.activate(plane.plant.store, plane.plant.control, args.version)
+    )
 
 
 def release_rollback(args: argparse.Namespace) -> int:
     from operations import releases
 
     plane = connect()
-    return _now_current(lambda: releases.rollback(plane.store, plane.control))
+    return _now_current(lambda: releases.rollback(plane.plant.store, plane.plant.control))
 
 
 def _now_current(make_current: Callable[[], ModelManifest]) -> int:
@@ -226,6 +222,6 @@ def _now_current(make_current: Callable[[], ModelManifest]) -> int:
 
 def workers(args: argparse.Namespace) -> int:
     plane = connect()
-    for beat in plane.control.heartbeats():
+    for beat in plane.plant.control.heartbeats():
         print(json.dumps(beat.model_dump(mode="json")))
     return 0
