@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from model.runtimes import PRECISIONS
+from model.runtimes import PRECISIONS, RUNTIMES, Device
 from trainer.learning.config import (
     CLI_EXPANDED,
     REQUEST_KEYS,
@@ -320,11 +320,13 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--runtime",
         action="append",
-        help="runtime[:precision], repeatable, all measured in one run: torch, onnxruntime, "
-        "openvino (GPU: torch-compile, torch-cudagraphs); default torch fp32 and bf16",
+        help="runtime[:precision], repeatable, all measured in one run: "
+        + ", ".join(RUNTIMES)
+        + " (GPU: torch-compile, torch-cudagraphs); default torch "
+        + " and ".join(RUNTIMES["torch"].bench_precisions),
     )
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (best is shown)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="cpu", choices=typing.get_args(Device))
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.set_defaults(run=cmd_bench)
 
