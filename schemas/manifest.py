@@ -62,11 +62,30 @@ class ReleaseFile(BaseModel):
 
 
 class ProductThreshold(BaseModel):
-    """Decision threshold of one product and the rule that produced it."""
+    """Decision threshold of one product, the rule that produced it, and what it promises.
+
+    The three rate fields are absent in releases calibrated before the rule stated
+    its promise.
+    """
 
     threshold: float
     rule: str = Field(description="how the threshold was calibrated, in words")
     normal_scores: int = Field(description="held-out normal images it was calibrated on")
+    target_false_alarm_rate: float | None = Field(
+        default=None, ge=0, le=1, description="the false-alarm rate the calibration aimed at"
+    )
+    expected_false_alarm_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="the fraction of normal parts, judged like the held-out ones, expected "
+        "above the threshold (on average over calibration sets; distribution-free)",
+    )
+    false_alarm_interval: tuple[float, float] | None = Field(
+        default=None,
+        description="central 95 % interval of the false-alarm rate this calibration set "
+        "delivers (Beta distributed), for normals like the held-out ones",
+    )
 
 
 class Scoring(BaseModel):

@@ -79,7 +79,19 @@ def _argument(name: str, annotation: Any) -> dict[str, Any]:
         return {"type": annotation}
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return {"type": _comma_list(args[0]), "metavar": f"{args[0].__name__},..."}
+    if origin is dict:
+        return {"type": _json_object, "metavar": "JSON"}
     raise TypeError(f"no command-line flag for field {name!r} of type {annotation!r}")
+
+
+def _json_object(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+_json_object.__name__ = "JSON object"  # argparse's error message
 
 
 def _comma_list(item: type) -> Any:
@@ -135,7 +147,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer.learning.learners import fit
 
     result = fit(args.data, config)
-    manifest = export(result, args.out, quantile=args.threshold_quantile, onnx=True)
+    manifest = export(
+        result,
+        args.out,
+        quantile=args.threshold_quantile,
+        onnx=True,
+        per_product=args.product_threshold_quantiles,
+    )
     files = ", ".join(f"{f.name} sha256 {f.sha256}" for f in manifest.files)
     print(f"wrote {args.out} version {manifest.version}: {files}")
     for product, entry in manifest.products.items():
@@ -156,6 +174,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
             args.memory_patches,
             args.memory_stride,
             quantile=args.threshold_quantile,
+            per_product=args.product_threshold_quantiles,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -171,8 +190,37 @@ def cmd_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from trainer.learning.export import recalibrate
+
+    try:
+        manifest = recalibrate(
+            args.model,
+            args.data,
+            args.out,
+            quantile=args.threshold_quantile,
+            per_product=args.product_threshold_quantiles,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"wrote {args.out} version {manifest.version} (from {manifest.parent_version})")
+    for product, entry in manifest.products.items():
+        low, high = entry.false_alarm_interval or (float("nan"), float("nan"))
+        print(
+            f"  {product}: threshold {entry.threshold:.4f}, expected false alarms "
+            f"{100 * (entry.expected_false_alarm_rate or 0):.2f} % "
+            f"(95 %: {100 * low:.2f}-{100 * high:.2f} %), {entry.rule}"
+        )
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from trainer.learning.evaluate import evaluate_artifact, format_defects, format_table
+    from trainer.learning.evaluate import (
+        evaluate_artifact,
+        format_defects,
+        format_promises,
+        format_table,
+    )
 
     report = evaluate_artifact(
         args.model,
@@ -185,6 +233,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for product, metrics in report["products"].items():
         halves = metrics["image_auroc_by_half"].items()
         print(f"{product}: image AUROC " + ", ".join(f"{k} {100 * v:.1f}" for k, v in halves))
+    print("\nthe threshold's promise: false alarms on normals, stated and measured")
+    print(format_promises(report))
     print("\nper defect: image AUROC / AU-PRO / recall at the threshold (%)")
     print(format_defects({"model": report}))
     return 0
@@ -252,6 +302,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # --- the parser ------------------------------------------------------------------------
 
 
+#: The flags of the threshold rule: what every command that calibrates takes.
+CALIBRATION_FIELDS = {
+    n: TrainerSettings.model_fields[n]
+    for n in ("threshold_quantile", "product_threshold_quantiles")
+}
+
+
 def _study_args(p: argparse.ArgumentParser, epochs: int, extra: tuple[str, ...] = ()) -> None:
     """What the ablation and the sweep share: data, output, a short budget, seed, precision."""
     p.add_argument("--data", type=Path, required=True, help="dataset root in MVTec layout")
@@ -265,7 +322,7 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset root in MVTec layout")
     p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     add_field_flags(p, TRAIN_FIELDS)
-    add_field_flags(p, {"threshold_quantile": TrainerSettings.model_fields["threshold_quantile"]})
+    add_field_flags(p, CALIBRATION_FIELDS)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser(
@@ -277,8 +334,19 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="the data it was trained on")
     p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     add_field_flags(p, {n: TRAIN_FIELDS[n] for n in ("memory_patches", "memory_stride")})
-    add_field_flags(p, {"threshold_quantile": TrainerSettings.model_fields["threshold_quantile"]})
+    add_field_flags(p, CALIBRATION_FIELDS)
     p.set_defaults(run=cmd_memory)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="the same release again, its thresholds calibrated by today's rule on its own "
+        "held-out normals (stating the false-alarm rate each promises)",
+    )
+    p.add_argument("--model", type=Path, required=True, help="the release's folder")
+    p.add_argument("--data", type=Path, required=True, help="the data it was trained on")
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    add_field_flags(p, CALIBRATION_FIELDS)
+    p.set_defaults(run=cmd_calibrate)
 
     p = sub.add_parser("eval", help="evaluate an artifact on the test split")
     p.add_argument("--model", type=Path, required=True)

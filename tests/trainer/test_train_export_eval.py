@@ -10,7 +10,7 @@ from model.loading import load_model, load_network
 from model.release import ReleaseRefused
 from trainer.learning.config import TrainConfig
 from trainer.learning.evaluate import evaluate_artifact
-from trainer.learning.export import export
+from trainer.learning.export import export, recalibrate
 from trainer.learning.train import train
 
 TINY = TrainConfig(image_size=64, epochs=2, batch_size=8, seed=3)
@@ -89,9 +89,29 @@ def test_evaluation_writes_report_and_pictures(tmp_path, trained, synthetic_data
             assert 0.0 <= metrics[key] <= 1.0
         assert set(metrics["per_defect"]) == {"hole", "missing", "scratch", "stain"}
         assert "precision" in metrics["at_threshold"]
+        promise = metrics["promise"]  # the manifest's stated false-alarm rate, and the measured
+        low, high = promise["predicted_false_alarms"]
+        assert promise["kept"] == (low <= promise["false_alarms"] <= high)
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "scores.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "heatmaps.png").stat().st_size > 1000
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["mean"]
+
+
+def test_a_release_is_recalibrated_on_its_own_held_out_normals(tmp_path, trained, synthetic_data):
+    old = export(trained, tmp_path / "model", version="t5")
+    new = recalibrate(
+        tmp_path / "model", synthetic_data, tmp_path / "again", per_product={"tile": 0.5}
+    )
+    assert new.parent_version == "t5" and new.files == old.files  # same network, same bytes
+    for product, entry in new.products.items():
+        held_out = trained.data["products"][product]["val"]
+        assert entry.normal_scores == held_out
+        assert entry.expected_false_alarm_rate is not None and entry.false_alarm_interval
+    assert new.products["tile"].target_false_alarm_rate == 0.5
+    assert load_model(tmp_path / "again", device="cpu").threshold("tile") == pytest.approx(
+        new.products["tile"].threshold
+    )
 
 
 def test_zero_epochs_still_exports_a_calibrated_artifact(tmp_path, synthetic_data):

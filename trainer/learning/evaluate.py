@@ -12,6 +12,8 @@ from tqdm import tqdm
 
 from model.loading import load_model
 from model.runtime import InspectionModel
+from schemas.manifest import ProductThreshold
+from trainer.learning.calibrate import predicted_false_alarms
 from trainer.learning.data import TEST_PARTS, Product, discover, read_mask, read_rgb, split_test
 from trainer.learning.detection_metrics import (
     au_pro,
@@ -89,6 +91,29 @@ def product_metrics(
     return metrics
 
 
+def promise_kept(entry: ProductThreshold, normal_scores: np.ndarray) -> dict | None:
+    """The threshold's stated false-alarm rate beside the one measured on these normals.
+
+    `predicted` is the central 95 % range of false alarms the manifest's promise
+    allows among this many normals (calibration luck and test luck together);
+    None for a release that states no rate.
+    """
+    if entry.expected_false_alarm_rate is None:
+        return None
+    alarms = int((normal_scores > entry.threshold).sum())
+    low, high = predicted_false_alarms(entry, len(normal_scores))
+    return {
+        "calibrated_on": entry.normal_scores,
+        "normals": len(normal_scores),
+        "false_alarms": alarms,
+        "measured_rate": alarms / max(1, len(normal_scores)),
+        "expected_rate": entry.expected_false_alarm_rate,
+        "interval": list(entry.false_alarm_interval or ()),
+        "predicted_false_alarms": [low, high],
+        "kept": low <= alarms <= high,
+    }
+
+
 def evaluate_artifact(
     model_path: Path,
     data_dir: Path,
@@ -126,6 +151,10 @@ def evaluate_model(
             continue
         scores, maps, masks = judge_product(model, product, progress=progress)
         metrics = product_metrics(product, scores, maps, masks, threshold)
+        normal = ~np.array([item.anomalous for item in product.test])
+        promise = promise_kept(model.manifest.products[product.name], scores[normal])
+        if promise is not None:
+            metrics["promise"] = promise
         report["products"][product.name] = metrics
         judged[product.name] = (product, scores, maps, masks)
         log.info("evaluated", product=product.name, **{k: round(metrics[k], 4) for k in HEADLINE})
@@ -137,10 +166,12 @@ def evaluate_model(
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     if pictures:
-        from trainer.learning.plots import heatmap_grid, roc_figure
+        from trainer.learning.plots import heatmap_grid, roc_figure, score_histograms
 
+        thresholds = {name: model.threshold(name) for name in judged}
         report["pictures"] = {
             "roc": str(roc_figure(judged, out_dir / "roc.png")),
+            "scores": str(score_histograms(judged, thresholds, out_dir / "scores.png")),
             "heatmaps": str(heatmap_grid(judged, out_dir / "heatmaps.png")),
         }
         (out_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -169,6 +200,29 @@ def format_table(reports: dict[str, dict]) -> str:
         lines.append(
             f"| {run} | **mean** | {100 * mean['image_auroc']:.1f} | "
             f"{100 * mean['pixel_auroc']:.1f} | {100 * mean['au_pro']:.1f} | | | | |"
+        )
+    return "\n".join(lines)
+
+
+def format_promises(report: dict) -> str:
+    """Per product: the false-alarm rate the manifest promises, and the one measured."""
+    lines = [
+        "| product | normals calibrated on | expected false alarms (95 % interval) "
+        "| measured on test normals | allowed by the promise | kept |",
+        "|---|---|---|---|---|---|",
+    ]
+    for product, m in report["products"].items():
+        p = m.get("promise")
+        if p is None:
+            lines.append(f"| {product} | (an older release: no promise stated) | | | | |")
+            continue
+        low, high = p["interval"]
+        allowed_low, allowed_high = p["predicted_false_alarms"]
+        lines.append(
+            f"| {product} | {p['calibrated_on']} | {100 * p['expected_rate']:.2f} % "
+            f"({100 * low:.2f}–{100 * high:.2f} %) | {p['false_alarms']} of {p['normals']} "
+            f"({100 * p['measured_rate']:.1f} %) | {allowed_low}–{allowed_high} "
+            f"| {'yes' if p['kept'] else 'NO'} |"
         )
     return "\n".join(lines)
 

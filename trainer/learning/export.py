@@ -11,6 +11,8 @@ release gate (`trainer.service.retrain`) checks the export on real images again.
 from __future__ import annotations
 
 import copy
+import shutil
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from model.runtimes.onnx_export import export_onnx
 from schemas.manifest import ModelManifest, ReleaseFile
 from trainer.learning.calibrate import DEFAULT_QUANTILE, calibrate
 from trainer.learning.data import discover, fingerprint, read_images, split_normals
-from trainer.learning.memory_fit import fit_memory_head
+from trainer.learning.memory_fit import fit_memory_head, served_scores
 from trainer.learning.train import TrainResult
 
 log = structlog.get_logger(__name__)
@@ -46,6 +48,7 @@ def export(
     parent_version: str | None = None,
     onnx: bool = False,
     write: bool = True,
+    per_product: Mapping[str, float] | None = None,
 ) -> ModelManifest:
     """Write the artifact of `result` into `out_dir`; with `onnx`, its ONNX export too.
 
@@ -62,7 +65,7 @@ def export(
         **result.manifest_fields,  # what the architecture records about itself
         # replaced by the real digest when the weights are written
         files=[ReleaseFile(name=WEIGHTS_FILE, sha256="0" * 64)],
-        products=calibrate(result.val_scores, quantile),
+        products=calibrate(result.val_scores, quantile, per_product),
         scoring=result.config.scoring,
         training={
             **result.config.as_dict(),
@@ -119,23 +122,11 @@ def onnx_export_file(network: nn.Module, manifest: ModelManifest, out_dir: Path)
     return manifest.model_copy(update={"files": files})
 
 
-def export_with_memory(
-    model_dir: Path,
-    data_dir: Path,
-    out_dir: Path,
-    patches: int,
-    stride: int = 16,
-    quantile: float = DEFAULT_QUANTILE,
-    progress: bool = True,
-) -> ModelManifest:
-    """A new release of a trained release's student with a memory head fitted on `data_dir`.
-
-    The normals are split as the release's training split them (its `val_fraction` and
-    `seed`), so the memory is drawn from the images the student trained on and the
-    thresholds are calibrated again, on the fused map, on the ones it did not. A
-    release trained on other data is refused: its held-out normals are unknown here.
-    """
-    network, manifest = load_network(model_dir)  # a head it has is replaced
+def release_splits(
+    manifest: ModelManifest, model_dir: Path, data_dir: Path
+) -> list[tuple[str, list[Path], list[Path]]]:
+    """(product, training normals, held-out normals), split as the release's training split
+    them (its `val_fraction` and `seed`); a release trained on other normals is refused."""
     val_fraction = float(manifest.training.get("val_fraction", 0.2))
     seed = int(manifest.training.get("seed", 0))
     splits = [(p.name, *split_normals(p.normals, val_fraction, seed)) for p in discover(data_dir)]
@@ -145,6 +136,66 @@ def export_with_memory(
             f"{model_dir} was trained on other normals than {data_dir}'s "
             f"(fingerprint {manifest.data['fingerprint'][:12]}, here {used[:12]})"
         )
+    return splits
+
+
+def recalibrate(
+    model_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    quantile: float = DEFAULT_QUANTILE,
+    per_product: Mapping[str, float] | None = None,
+) -> ModelManifest:
+    """A new release of the same network with its thresholds calibrated again, by today's rule.
+
+    The held-out normals are the release's own (`release_splits`), scored as the
+    network serves them; the files are copied unchanged, the manifest is new (its
+    parent: the release it came from).
+    """
+    network, manifest = load_network(model_dir)
+    size = manifest.image_size
+    val_scores = {
+        name: served_scores(network, read_images(val, size))
+        for name, _, val in release_splits(manifest, model_dir, data_dir)
+        if name in manifest.products
+    }
+    release = manifest.model_copy(
+        update={
+            "version": new_version(),
+            "created": datetime.now(UTC),
+            "products": calibrate(val_scores, quantile, per_product),
+            "metrics": {},
+            "parent_version": manifest.version,
+        }
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in manifest.files:
+        shutil.copyfile(Path(model_dir) / file.name, out_dir / file.name)
+    write_manifest(out_dir, release)
+    return release
+
+
+def export_with_memory(
+    model_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    patches: int,
+    stride: int = 16,
+    quantile: float = DEFAULT_QUANTILE,
+    progress: bool = True,
+    per_product: Mapping[str, float] | None = None,
+) -> ModelManifest:
+    """A new release of a trained release's student with a memory head fitted on `data_dir`.
+
+    The normals are split as the release's training split them (its `val_fraction` and
+    `seed`), so the memory is drawn from the images the student trained on and the
+    thresholds are calibrated again, on the fused map, on the ones it did not. A
+    release trained on other data is refused: its held-out normals are unknown here.
+    """
+    network, manifest = load_network(model_dir)  # a head it has is replaced
+    splits = release_splits(manifest, model_dir, data_dir)
+    seed = int(manifest.training.get("seed", 0))
     size = manifest.image_size
     val_scores = fit_memory_head(
         network,
@@ -161,7 +212,7 @@ def export_with_memory(
             "version": new_version(),
             "created": datetime.now(UTC),
             "memory_head": network.memory_head,
-            "products": calibrate(val_scores, quantile),
+            "products": calibrate(val_scores, quantile, per_product),
             "training": {**manifest.training, "memory_patches": patches, "memory_stride": stride},
             "metrics": {},
             "parent_version": manifest.version,

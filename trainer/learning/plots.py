@@ -1,4 +1,4 @@
-"""Pictures a person would rather see than read: ROC curves and heatmap overlays."""
+"""Pictures a person would rather see than read: ROC curves, score histograms, heatmaps."""
 
 from __future__ import annotations
 
@@ -24,6 +24,27 @@ def roc_figure(judged: dict[str, tuple], path: Path) -> Path:
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="image ROC")
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def score_histograms(
+    judged: dict[str, tuple], thresholds: dict[str, float], path: Path, bins: int = 40
+) -> Path:
+    """Per product: image scores of the normal and the defective test images, and the
+    shipped threshold drawn on them (what passes, what is stopped)."""
+    fig, axes = plt.subplots(1, len(judged), figsize=(5 * len(judged), 3.2), squeeze=False)
+    for ax, (name, (product, scores, _maps, _masks)) in zip(axes[0], judged.items(), strict=True):
+        labels = np.array([item.anomalous for item in product.test])
+        edges = np.histogram_bin_edges(scores, bins=bins)
+        ax.hist(scores[~labels], bins=edges, alpha=0.6, label=f"normal ({(~labels).sum()})")
+        ax.hist(scores[labels], bins=edges, alpha=0.6, label=f"defective ({labels.sum()})")
+        threshold = thresholds[name]
+        ax.axvline(threshold, color="k", lw=1.2, ls="--", label=f"threshold {threshold:.3g}")
+        ax.set(xlabel="image score", ylabel="test images", title=name)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -235,6 +235,7 @@ class RetrainService:
                 outcome.parent_version,
                 onnx=bool(s.export_runtimes),
                 write=False,
+                per_product=s.product_threshold_quantiles,
             )
             outcome.version = version
         with self._stage(outcome, "evaluate"):

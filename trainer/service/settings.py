@@ -121,6 +121,11 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
         le=1.0,
         description="Normal-score quantile that becomes a product's threshold.",
     )
+    product_threshold_quantiles: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-product threshold quantiles overriding threshold_quantile (1 - the "
+        'false-alarm rate a product\'s line can afford), JSON: {"tile": 0.98}.',
+    )
     progress: bool = Field(default=True, description="Progress bars on the terminal.")
 
     # --- the gate ----------------------------------------------------------------
