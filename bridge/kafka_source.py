@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from bridge.deadlines import DeadLetterArrived, Event, FrameSeen, VerdictArrived, coordinates
 from bridge.settings import BridgeSettings
-from planes.kafka import fetch_sizes, security_config
+from planes.kafka import fetch_options, security_config
 from planes.logs import get_logger
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders, FrameHeadersError, part_identity
@@ -45,11 +45,6 @@ from schemas.topics import line_from_topic
 from schemas.verdicts import Verdict
 
 log = get_logger(__name__)
-
-#: How long the broker may hold a fetch that has nothing yet: bounds the delay a new
-#: record waits when another partition's fetch is in flight (kafka-python: 500 ms).
-FETCH_MAX_WAIT_MS = 50
-
 
 def consumer_config(settings: BridgeSettings) -> dict[str, Any]:
     """Keyword arguments for the bridge's KafkaConsumer: no group, no commits, live data."""
@@ -59,8 +54,7 @@ def consumer_config(settings: BridgeSettings) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": "latest",
         "metadata_max_age_ms": settings.metadata_max_age_ms,
-        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
-        **fetch_sizes(settings.kafka_max_message_bytes),
+        **fetch_options(settings),
         "request_timeout_ms": 30_000,
         "allow_auto_create_topics": False,
     }

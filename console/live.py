@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from planes.kafka import fetch_sizes, security_config
+from planes.kafka import fetch_options, security_config
 from planes.logs import get_logger
 from schemas.topics import verdict_topic
 from schemas.verdicts import Verdict
@@ -188,7 +188,7 @@ def make_consumer(settings: ConsoleSettings) -> KafkaConsumer:
         metadata_max_age_ms=int(settings.topic_refresh_s * 1000),
         request_timeout_ms=30_000,
         # a verdict is small, but other records under the prefix must not break the fetch
-        **fetch_sizes(settings.kafka_max_message_bytes),
+        **fetch_options(settings),
     )
 
 

@@ -48,16 +48,20 @@ FETCH_MAX_BYTES = 52_428_800
 RESPONSE_OVERHEAD_BYTES = 1024 * 1024
 
 
-def fetch_sizes(max_message_bytes: int) -> dict[str, int]:
-    """A consumer's fetch limits for records up to `max_message_bytes` (a full frame).
+def fetch_options(settings: KafkaSettings) -> dict[str, int]:
+    """How a consumer fetches: records up to `kafka_max_message_bytes` (a full frame), and
+    how long the broker may hold a fetch that has nothing yet (`kafka_fetch_max_wait_ms`).
 
     One fetch response carries several partitions, and the client refuses any
     network frame over `receive_message_max_bytes` (1 MB by default: one
-    full-resolution frame broke it), so that limit must exceed the whole fetch.
+    full-resolution frame broke it), so that limit must exceed the whole fetch. The
+    wait bounds how long a new record sits behind a fetch already in flight:
+    kafka-python's default, 500 ms, is most of a PLC's deadline.
     """
-    fetch = max(FETCH_MAX_BYTES, max_message_bytes)
+    fetch = max(FETCH_MAX_BYTES, settings.kafka_max_message_bytes)
     return {
-        "max_partition_fetch_bytes": max_message_bytes,
+        "max_partition_fetch_bytes": settings.kafka_max_message_bytes,
         "fetch_max_bytes": fetch,
         "receive_message_max_bytes": fetch + RESPONSE_OVERHEAD_BYTES,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }

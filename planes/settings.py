@@ -150,6 +150,15 @@ class KafkaSettings(KenpinSettings):
         "this.",
     )
 
+    kafka_fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        le=500,
+        description="How long the broker may hold a consumer's fetch that has nothing yet: "
+        "a new frame or verdict waits up to this behind a fetch in flight (kafka-python's "
+        "default, 500 ms, is most of a PLC's deadline). Lower costs the broker more requests.",
+    )
+
     @model_validator(mode="after")
     def _kafka_security_complete(self) -> Self:
         # A half-configured client fails at its first connection with a vague

@@ -36,7 +36,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
-from planes.kafka import fetch_sizes, security_config
+from planes.kafka import fetch_options, security_config
 from schemas.deadletters import DeadLetter
 from schemas.topics import VERDICTS_TOPIC_PREFIX, verdict_topic
 from schemas.verdicts import Verdict
@@ -71,7 +71,7 @@ def consumer_config(settings: WorkerSettings, *, client_id: str | None = None) -
         # with SyncGroup during a rebalance) would stall the line for five minutes.
         # 30 s is the Java client's default; JoinGroup gets its own longer timeout.
         "request_timeout_ms": max(30_000, settings.session_timeout_ms + 5_000),
-        **fetch_sizes(settings.kafka_max_message_bytes),
+        **fetch_options(settings),
         "allow_auto_create_topics": False,
     }
     if client_id:

@@ -207,10 +207,12 @@ class Worker:
         wait_ms = self._poll_timeout_ms()
         polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.settings.max_batch * 4)
         now = time.monotonic()
+        arrived = 0
         for records in polled.values():
+            arrived += len(records)
             for record in records:
                 self.buffer.append(Pending(record, self.decoders.submit(self._decode, record), now))
-        if self._batch_due():
+        if self._batch_due(arrived):
             self.judge_batch(
                 [
                     self.buffer.popleft()
@@ -300,15 +302,19 @@ class Worker:
         self.metrics.consumption_paused.set(1 if wanted else 0)
 
     def _poll_timeout_ms(self) -> int:
-        if not self.buffer:
-            return 100
-        waited_ms = (time.monotonic() - self.buffer[0].polled_at) * 1000
-        return int(max(0, self.settings.max_wait_ms - waited_ms))
+        """Wait for frames only when none is waiting: with some, just take what has arrived."""
+        return 0 if self.buffer else 100
 
-    def _batch_due(self) -> bool:
+    def _batch_due(self, arrived: int) -> bool:
+        """Judge at once when nothing else is queued; let a batch grow only under a backlog.
+
+        A frame with nothing behind it is judged without waiting for company; while
+        frames keep arriving the batch grows, up to `max_batch` or until its first
+        frame has waited `max_wait_ms`.
+        """
         if not self.buffer:
             return False
-        if len(self.buffer) >= self.settings.max_batch:
+        if arrived == 0 or len(self.buffer) >= self.settings.max_batch:
             return True
         return (time.monotonic() - self.buffer[0].polled_at) * 1000 >= self.settings.max_wait_ms
 

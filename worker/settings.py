@@ -193,7 +193,10 @@ class WorkerSettings(KafkaSettings, PlaneSettings):
     # --- the loop ----------------------------------------------------------------
     max_batch: int = Field(default=16, ge=1, description="Most frames in one forward pass.")
     max_wait_ms: int = Field(
-        default=50, ge=0, description="Longest a frame waits for its batch to fill."
+        default=50,
+        ge=0,
+        description="Longest a batch keeps growing while frames keep arriving; a frame with "
+        "nothing queued behind it is judged at once.",
     )
     decode_threads: int = Field(default=2, ge=1)
     max_image_pixels: int = Field(

@@ -384,3 +384,39 @@ def test_a_finished_rebalance_does_not_restart(model):
     consumer.listener.on_partitions_assigned([TopicPartition("kenpin.frames.l1", 0)])
     worker.step()
     assert worker.consumer is consumer and worker.joining_since is None
+
+
+class CountingConsumer(FakeConsumer):
+    """Records the timeout of every poll."""
+
+    def __init__(self, batches: list[list[Record]]) -> None:
+        super().__init__(batches)
+        self.timeouts: list[int] = []
+
+    def poll(self, timeout_ms=0, max_records=None):
+        self.timeouts.append(timeout_ms)
+        return super().poll(timeout_ms, max_records)
+
+
+def test_a_frame_with_nothing_behind_it_is_judged_without_waiting_for_company(model):
+    """However long a batch may wait, a lone frame is judged on the next turn: that turn's
+    poll does not block (frames are waiting) and brings nothing more."""
+    consumer = CountingConsumer([[frame(0)]])
+    producer = FakeProducer()
+    worker = make_worker(model, consumer, producer, max_wait_ms=60_000)
+    worker.step()  # the frame arrives: the batch may still grow
+    assert not producer.sent
+    worker.step()  # nothing more arrived: judged now, not in 60 s
+    assert [Verdict.from_json(v).frame_id for _, v in producer.sent] == ["f0"]
+    assert consumer.timeouts[1] == 0
+
+
+def test_under_a_backlog_the_batch_grows_to_its_size(model):
+    consumer = FakeConsumer([[frame(0)], [frame(1), frame(2)], [frame(3), frame(4)]])
+    producer = FakeProducer()
+    worker = make_worker(model, consumer, producer, max_wait_ms=60_000)
+    batches = []
+    real = worker.judge_batch
+    worker.judge_batch = lambda batch: (batches.append(len(batch)), real(batch))
+    run_steps(worker, 4)
+    assert batches == [4, 1]  # max_batch 4: frames kept arriving until it was full
