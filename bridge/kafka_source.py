@@ -46,6 +46,7 @@ from schemas.verdicts import Verdict
 
 log = get_logger(__name__)
 
+
 def consumer_config(settings: BridgeSettings) -> dict[str, Any]:
     """Keyword arguments for the bridge's KafkaConsumer: no group, no commits, live data."""
     return security_config(settings) | {
