@@ -7,9 +7,9 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
@@ -26,6 +26,9 @@ from trainer.learning.config import (
 )
 from trainer.service import commands
 from trainer.service.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from schemas.manifest import ModelManifest
 
 # Nothing that imports torch at module level: `kenpin-trainer --help` must answer at
 # once. The commands import what they need when they run.
@@ -156,8 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     files = ", ".join(f"{f.name} sha256 {f.sha256}" for f in manifest.files)
     print(f"wrote {args.out} version {manifest.version}: {files}")
-    for product, entry in manifest.products.items():
-        print(f"  {product}: threshold {entry.threshold:.4f} ({entry.rule})")
+    _print_thresholds(manifest)
     return 0
 
 
@@ -166,8 +168,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
     if args.memory_patches < 1:
         raise UsageError("--memory-patches: at least 1 (a release without a head is the input)")
-    try:
-        manifest = export_with_memory(
+    manifest = _new_release(
+        args,
+        lambda: export_with_memory(
             args.model,
             args.data,
             args.out,
@@ -175,43 +178,52 @@ def cmd_memory(args: argparse.Namespace) -> int:
             args.memory_stride,
             quantile=args.threshold_quantile,
             per_product=args.product_threshold_quantiles,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        ),
+    )
     head = manifest.memory_head
     assert head is not None
-    print(f"wrote {args.out} version {manifest.version} (from {manifest.parent_version})")
-    for product, entry in manifest.products.items():
-        share = head.products[product]
-        print(
-            f"  {product}: {share.rows} memory rows, weight {share.weight:.4f}, "
-            f"threshold {entry.threshold:.4f}"
-        )
+    for product, share in head.products.items():
+        print(f"  {product}: {share.rows} memory rows, weight {share.weight:.4f}")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from trainer.learning.export import recalibrate
 
-    try:
-        manifest = recalibrate(
+    _new_release(
+        args,
+        lambda: recalibrate(
             args.model,
             args.data,
             args.out,
             quantile=args.threshold_quantile,
             per_product=args.product_threshold_quantiles,
-        )
+        ),
+    )
+    return 0
+
+
+def _new_release(args: argparse.Namespace, make: Callable[[], ModelManifest]) -> ModelManifest:
+    """Make a release from another (refusals are usage errors) and say what it promises."""
+    try:
+        manifest = make()
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     print(f"wrote {args.out} version {manifest.version} (from {manifest.parent_version})")
+    _print_thresholds(manifest)
+    return manifest
+
+
+def _print_thresholds(manifest: ModelManifest) -> None:
     for product, entry in manifest.products.items():
-        low, high = entry.false_alarm_interval or (float("nan"), float("nan"))
-        print(
-            f"  {product}: threshold {entry.threshold:.4f}, expected false alarms "
-            f"{100 * (entry.expected_false_alarm_rate or 0):.2f} % "
-            f"(95 %: {100 * low:.2f}-{100 * high:.2f} %), {entry.rule}"
-        )
-    return 0
+        promise = ""
+        if entry.expected_false_alarm_rate is not None and entry.false_alarm_interval:
+            low, high = entry.false_alarm_interval
+            promise = (
+                f", expected false alarms {100 * entry.expected_false_alarm_rate:.2f} % "
+                f"(95 %: {100 * low:.2f}-{100 * high:.2f} %)"
+            )
+        print(f"  {product}: threshold {entry.threshold:.4f}{promise} ({entry.rule})")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -317,6 +329,18 @@ def _study_args(p: argparse.ArgumentParser, epochs: int, extra: tuple[str, ...] 
     add_field_flags(p, {n: TRAIN_FIELDS[n] for n in names}, defaults={"epochs": epochs})
 
 
+def _from_a_release(
+    sub: argparse._SubParsersAction, name: str, text: str
+) -> argparse.ArgumentParser:
+    """A command that makes a release from a trained one, on the data it was trained on."""
+    p = sub.add_parser(name, help=text)
+    p.add_argument("--model", type=Path, required=True, help="the trained release's folder")
+    p.add_argument("--data", type=Path, required=True, help="the data it was trained on")
+    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    add_field_flags(p, CALIBRATION_FIELDS)
+    return p
+
+
 def _training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one multi-class model and export an artifact")
     p.add_argument("--data", type=Path, required=True, help="dataset root in MVTec layout")
@@ -325,27 +349,21 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
     add_field_flags(p, CALIBRATION_FIELDS)
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser(
+    p = _from_a_release(
+        sub,
         "memory",
-        help="a trained release again, with a memory head fitted on its training normals "
+        "a trained release again, with a memory head fitted on its training normals "
         "and thresholds calibrated on the fused map",
     )
-    p.add_argument("--model", type=Path, required=True, help="the trained release's folder")
-    p.add_argument("--data", type=Path, required=True, help="the data it was trained on")
-    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     add_field_flags(p, {n: TRAIN_FIELDS[n] for n in ("memory_patches", "memory_stride")})
-    add_field_flags(p, CALIBRATION_FIELDS)
     p.set_defaults(run=cmd_memory)
 
-    p = sub.add_parser(
+    p = _from_a_release(
+        sub,
         "calibrate",
-        help="the same release again, its thresholds calibrated by today's rule on its own "
+        "the same release again, its thresholds calibrated by today's rule on its own "
         "held-out normals (stating the false-alarm rate each promises)",
     )
-    p.add_argument("--model", type=Path, required=True, help="the release's folder")
-    p.add_argument("--data", type=Path, required=True, help="the data it was trained on")
-    p.add_argument("--out", type=Path, required=True, help="artifact folder to write")
-    add_field_flags(p, CALIBRATION_FIELDS)
     p.set_defaults(run=cmd_calibrate)
 
     p = sub.add_parser("eval", help="evaluate an artifact on the test split")
