@@ -38,7 +38,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "console": ("schemas", "planes", "operations"),
 }
 #: The model's modules that load no torch: all the operations may use of the model.
-TORCH_FREE_MODEL = ("model.release", "model.judgement")
+TORCH_FREE_MODEL = ("model.release", "model.judgement", "model.false_alarms")
 
 #: Substrings that mark a topic name, a Redis key or an S3 key (regex escapes undone).
 CONTRACT_LITERALS = (

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from model.false_alarms import beta_interval, rate_interval
 from trainer.learning.calibrate import (
-    beta_interval,
     calibrate,
     conformal_threshold,
     predicted_false_alarms,
@@ -56,3 +56,11 @@ def test_the_predicted_false_alarms_on_a_test_set_widen_with_its_size():
 def test_calibration_needs_scores():
     with pytest.raises(ValueError):
         calibrate({"bottle": np.array([])})
+
+
+def test_a_measured_rate_gets_its_clopper_pearson_interval():
+    assert rate_interval(0, 100)[0] == 0.0
+    assert rate_interval(0, 100)[1] == pytest.approx(1 - 0.025 ** (1 / 100), rel=1e-6)
+    low, high = rate_interval(5, 100)
+    assert low < 0.05 < high
+    assert rate_interval(100, 100)[1] == 1.0

@@ -24,16 +24,19 @@ across products (a textured tile is never as quiet as a bottle bottom).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
 
+from model.false_alarms import (
+    CONFIDENCE,
+    conformal_promise,
+    conformal_rank,
+    ordinal,
+    predicted_range,
+)
 from schemas.manifest import ProductThreshold
 from trainer.learning.config import DEFAULT_QUANTILE
-
-#: The interval recorded beside the expected false-alarm rate.
-CONFIDENCE = 0.95
 
 
 def calibrate(
@@ -60,101 +63,28 @@ def conformal_threshold(scores: np.ndarray, quantile: float) -> ProductThreshold
     n = int(scores.size)
     if n == 0:
         raise ValueError("no held-out normal images to calibrate on")
-    k = min(n, math.ceil((n + 1) * quantile - 1e-9))
-    ordered = np.sort(scores)
-    above = n + 1 - k  # the rank from the top, counting the new part's place
-    expected = above / (n + 1)
-    low, high = beta_interval(above, k, CONFIDENCE)
-    rule = f"split-conformal: {_ordinal(k)} smallest of {n} held-out normal image scores"
+    k = conformal_rank(n, quantile)
+    expected, interval = conformal_promise(n, k)
+    rule = f"split-conformal: {ordinal(k)} smallest of {n} held-out normal image scores"
     if expected > 1 - quantile + 1e-12:
         rule += (
             f" (the maximum: {n} normals cannot promise {100 * (1 - quantile):.2g} % false "
             f"alarms, at best {100 * expected:.2g} %)"
         )
     return ProductThreshold(
-        threshold=float(ordered[k - 1]),
+        threshold=float(np.sort(scores)[k - 1]),
         rule=rule,
         normal_scores=n,
         target_false_alarm_rate=round(1 - quantile, 12),
         expected_false_alarm_rate=expected,
-        false_alarm_interval=(low, high),
+        false_alarm_interval=interval,
     )
-
-
-def beta_interval(a: int, b: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The central `confidence` interval of Beta(a, b), for whole a, b >= 1.
-
-    Computed from the binomial identity P(Beta(a, b) <= x) = P(Binomial(a+b-1, x) >= a),
-    inverted by bisection: no statistics library needed for the two numbers.
-    """
-    tail = (1 - confidence) / 2
-    return _beta_quantile(a, b, tail), _beta_quantile(a, b, 1 - tail)
 
 
 def predicted_false_alarms(
     entry: ProductThreshold, parts: int, confidence: float = CONFIDENCE
 ) -> tuple[int, int]:
-    """The central `confidence` range of false alarms among `parts` new normals.
-
-    The rate is Beta-distributed (the calibration set's luck), the count binomial
-    given the rate (the new parts' luck): a beta-binomial. For comparing a
-    measured count on a test set with what the manifest promises.
-    """
+    """The central `confidence` range of false alarms among `parts` new normals (beta-binomial)."""
     if entry.expected_false_alarm_rate is None:
         raise ValueError("this threshold states no false-alarm rate (an older release)")
-    n = entry.normal_scores
-    above = round(entry.expected_false_alarm_rate * (n + 1))
-    pmf = _beta_binomial_pmf(parts, above, n + 1 - above)
-    cdf = np.cumsum(pmf)
-    tail = (1 - confidence) / 2
-    low = int(np.searchsorted(cdf, tail - 1e-12))
-    high = int(np.searchsorted(cdf, 1 - tail - 1e-12))
-    return low, min(high, parts)
-
-
-def _beta_cdf(x: float, a: int, b: int) -> float:
-    if x <= 0.0 or x >= 1.0:
-        return 0.0 if x <= 0.0 else 1.0
-    trials = a + b - 1
-    log_x, log_y = math.log(x), math.log1p(-x)
-    return sum(
-        math.exp(_log_comb(trials, j) + j * log_x + (trials - j) * log_y)
-        for j in range(a, trials + 1)
-    )
-
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def _beta_quantile(a: int, b: int, p: float) -> float:
-    low, high = 0.0, 1.0
-    for _ in range(60):
-        middle = (low + high) / 2
-        if _beta_cdf(middle, a, b) < p:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2
-
-
-def _beta_binomial_pmf(trials: int, a: int, b: int) -> np.ndarray:
-    log_beta_ab = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-    pmf = [
-        math.exp(
-            math.lgamma(trials + 1)
-            - math.lgamma(j + 1)
-            - math.lgamma(trials - j + 1)
-            + math.lgamma(j + a)
-            + math.lgamma(trials - j + b)
-            - math.lgamma(trials + a + b)
-            - log_beta_ab
-        )
-        for j in range(trials + 1)
-    ]
-    return np.asarray(pmf) / sum(pmf)
-
-
-def _ordinal(k: int) -> str:
-    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
-    return f"{k}{suffix}"
+    return predicted_range(entry.expected_false_alarm_rate, entry.normal_scores, parts, confidence)
