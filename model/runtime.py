@@ -90,8 +90,9 @@ class InspectionModel:
     def image_size(self) -> int:
         return self.manifest.image_size
 
-    def threshold(self, product: str) -> float | None:
-        entry = self.manifest.products.get(product)
+    def threshold(self, product: str, line: str | None = None) -> float | None:
+        """The threshold of `product` on `line` (the line's own where it has one)."""
+        entry = self.manifest.threshold_entry(product, line)
         return None if entry is None else entry.threshold
 
     def prepare(self, image: np.ndarray) -> np.ndarray:

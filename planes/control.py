@@ -13,7 +13,10 @@ urgent for Kafka or S3 (docs/architecture.md); every key and channel is named in
   the trainer on publish (`operations.retrain_queue.ReleaseHistory`); a worker reads it
   as its second fallback;
 - `kenpin:worker:<id>`: one heartbeat per worker (JSON, with a TTL, so a dead
-  worker disappears by itself) saying which release it actually serves.
+  worker disappears by itself) saying which release it actually serves;
+- `kenpin:scores:<version>:<line>:<product>` and `kenpin:findings:...`: the
+  line's own evidence for its thresholds (`schemas.live_scores`): workers add
+  their score counts, operators their findings, the console and the trainer read.
 
 Pub/sub is fire-and-forget: a worker that is reconnecting misses the message,
 which is why workers also read `kenpin:model:current` periodically. The
@@ -37,15 +40,22 @@ from pydantic import ValidationError
 
 from planes.settings import RedisSettings
 from schemas.control import WorkerHeartbeat
+from schemas.live_scores import PartFinding
 from schemas.manifest import ModelManifest
 from schemas.redis_keys import (
     CURRENT_KEY,
     HEARTBEAT_PREFIX,
     HISTORY_KEY,
     LAST_GOOD_KEY,
+    LIVE_SCORES_PREFIX,
     RELEASES_CHANNEL,
+    findings_key,
     heartbeat_key,
+    live_scores_key,
 )
+
+#: (release version, line, product) -> {hash field: count}
+ScoreCounts = dict[tuple[str, str, str], dict[str, int]]
 
 
 class ControlError(RuntimeError):
@@ -231,6 +241,52 @@ class ControlPlane:
             except ValidationError:
                 continue
         return sorted(beats, key=lambda b: b.worker_id)
+
+    # --- the line's evidence for its thresholds -----------------------------------
+
+    def add_scores(self, counts: ScoreCounts, ttl_s: float) -> None:
+        """Add score counts (HINCRBY, one pipeline): every worker of a line counts into one hash."""
+        pipe = self.redis.pipeline(transaction=False)
+        for (version, line, product), fields in counts.items():
+            key = self.key(live_scores_key(version, line, product))
+            for name, count in fields.items():
+                pipe.hincrby(key, name, count)
+            pipe.expire(key, int(ttl_s))
+        pipe.execute()
+
+    def scored_lines(self, version: str) -> list[tuple[str, str]]:
+        """(line, product) pairs with score counts under release `version`."""
+        prefix = self.key(f"{LIVE_SCORES_PREFIX}{version}:")
+        found = set()
+        for key in self.redis.scan_iter(match=f"{prefix}*", count=500):
+            line, _, product = key.decode().removeprefix(prefix).partition(":")
+            if line and product:
+                found.add((line, product))
+        return sorted(found)
+
+    def score_counts(self, version: str, line: str, product: str) -> dict[str, int]:
+        """The hash of `add_scores` for one release, line and product."""
+        raw = self.redis.hgetall(self.key(live_scores_key(version, line, product)))
+        return {name.decode(): int(count) for name, count in raw.items()}
+
+    def add_finding(self, finding: PartFinding, ttl_s: float) -> None:
+        """Record an operator's finding on a flagged part (the latest finding of a frame counts)."""
+        key = self.key(findings_key(finding.model_version, finding.line, finding.product))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, finding.frame_id, finding.model_dump_json())
+        pipe.expire(key, int(ttl_s))
+        pipe.execute()
+
+    def findings(self, version: str, line: str, product: str) -> list[PartFinding]:
+        """Operators' findings under `version` on one line and product; unreadable ones skipped."""
+        raw = self.redis.hgetall(self.key(findings_key(version, line, product)))
+        found = []
+        for value in raw.values():
+            try:
+                found.append(PartFinding.model_validate_json(value))
+            except ValidationError:
+                continue
+        return sorted(found, key=lambda f: f.when)
 
     # --- small JSON helpers the trainer's keys share -------------------------------
 

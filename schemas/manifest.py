@@ -213,6 +213,11 @@ class ModelManifest(BaseModel):
         min_length=1, description="the release's files, weights first, each with its sha256"
     )
     products: dict[str, ProductThreshold]
+    line_thresholds: dict[str, dict[str, ProductThreshold]] = Field(
+        default_factory=dict,
+        description="line -> product -> a threshold calibrated on that line's own normals "
+        "(`operations.line_calibration`), in place of the product's on that line only",
+    )
     scoring: Scoring = Field(
         default_factory=Scoring,
         description="how maps and scores are made; absent in older manifests (the defaults)",
@@ -246,6 +251,21 @@ class ModelManifest(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"file names must be distinct: {names}")
         return value
+
+    @model_validator(mode="after")
+    def _line_thresholds_of_known_products(self) -> ModelManifest:
+        for line, entries in self.line_thresholds.items():
+            unknown = sorted(set(entries) - set(self.products))
+            if unknown:
+                raise ValueError(f"line {line!r} has thresholds for unknown products {unknown}")
+        return self
+
+    def threshold_entry(self, product: str, line: str | None = None) -> ProductThreshold | None:
+        """The threshold a frame of `product` on `line` is judged by: the line's own, else the
+        product's; None for a product this release does not know."""
+        if line is not None and product in self.line_thresholds.get(line, {}):
+            return self.line_thresholds[line][product]
+        return self.products.get(product)
 
     @property
     def digest(self) -> str:

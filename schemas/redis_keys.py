@@ -32,6 +32,14 @@ Retraining (the trainer service and its operators):
 - `kenpin:trainer:schedule:<slot>` (string with a TTL): marks a scheduled
   request as made for that interval slot, so several trainers make it once.
 
+The line's own evidence for its thresholds (`schemas.live_scores`):
+
+- `kenpin:scores:<version>:<line>:<product>` (hash with a TTL): counts of the
+  image scores workers judged under that release, field `ok:<bin>` / `ng:<bin>`;
+  workers add to it (HINCRBY), so every worker of a line counts into one.
+- `kenpin:findings:<version>:<line>:<product>` (hash with a TTL): frame id ->
+  `schemas.live_scores.PartFinding`, operators' findings on flagged parts.
+
 Every key and the channel may be namespaced by a prefix (the `control_prefix`
 setting: several plants, or tests, sharing one Redis): the prefix is put in
 front of the names above as it is, e.g. `plant2:` gives `plant2:kenpin:model:current`.
@@ -52,6 +60,9 @@ OUTCOME_PREFIX = "kenpin:retrain:outcome:"
 LOCK_KEY = "kenpin:trainer:lock"
 SCHEDULE_PREFIX = "kenpin:trainer:schedule:"
 
+LIVE_SCORES_PREFIX = "kenpin:scores:"
+FINDINGS_PREFIX = "kenpin:findings:"
+
 
 def heartbeat_key(worker_id: str) -> str:
     """`kenpin:worker:<worker id>`."""
@@ -66,3 +77,13 @@ def outcome_key(request_id: str) -> str:
 def schedule_key(slot: str) -> str:
     """`kenpin:trainer:schedule:<slot>`."""
     return f"{SCHEDULE_PREFIX}{slot}"
+
+
+def live_scores_key(version: str, line: str, product: str) -> str:
+    """`kenpin:scores:<version>:<line>:<product>`."""
+    return f"{LIVE_SCORES_PREFIX}{version}:{line}:{product}"
+
+
+def findings_key(version: str, line: str, product: str) -> str:
+    """`kenpin:findings:<version>:<line>:<product>`."""
+    return f"{FINDINGS_PREFIX}{version}:{line}:{product}"

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from planes.logs import get_logger
     from planes.storage import ObjectStore, StoreAccessDenied
     from worker.hot_swap import HotSwap
+    from worker.live_scores import LiveScores
     from worker.metrics import Health, WorkerMetrics, make_app, serve
     from worker.normals import NormalSampler
     from worker.service import Worker
@@ -138,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         margin=settings.normals_margin,
         metrics=metrics,
     )
+    live_scores = LiveScores(
+        control,
+        flush_s=settings.live_scores_flush_s,
+        ttl_s=settings.evidence_ttl_s,
+        metrics=metrics,
+    ).start()
     try:
         worker = Worker(
             settings,
@@ -147,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             store=store,
             hot_swap=hot_swap,
             normals=normals,
+            live_scores=live_scores,
         )
     except NoBrokersAvailable:
         # the clients' first request: unreachable, or refused at TLS / SASL
         if hot_swap is not None:
             hot_swap.stop()
+        live_scores.stop()
         print(_no_broker(settings), file=sys.stderr)
         return 2
     worker.install_signal_handlers()

@@ -78,6 +78,9 @@ def smoke_test(model: InspectionModel, batch: int = 2) -> None:
     if not (np.isfinite(judged.scores).all() and np.isfinite(judged.maps).all()):
         raise ReleaseRefused(RefusalReason.SMOKE_FAILED, "scores or maps are not finite")
     thresholds = [t.threshold for t in model.manifest.products.values()]
+    thresholds += [
+        t.threshold for line in model.manifest.line_thresholds.values() for t in line.values()
+    ]
     if not thresholds or not np.isfinite(thresholds).all():
         raise ReleaseRefused(RefusalReason.SMOKE_FAILED, "missing or non-finite product thresholds")
 

@@ -124,6 +124,12 @@ class WorkerMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.live_scores_pending = Gauge(
+            "live_scores_pending",
+            "Judged frames counted for the line's threshold evidence, not yet added to Redis.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.kafka_errors = Counter(
             "kafka_errors",
             "Kafka requests that failed (sends, commits, metadata), by operation.",

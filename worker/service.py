@@ -57,6 +57,7 @@ from worker.kafka_io import (
     send_dead_letter,
     send_verdict,
 )
+from worker.live_scores import LiveScores
 from worker.metrics import Health, WorkerMetrics, product_label
 from worker.normals import NormalSampler
 from worker.offsets import OffsetTracker, Output
@@ -113,12 +114,14 @@ class Worker:
         health: Health | None = None,
         hot_swap: HotSwap | None = None,
         normals: NormalSampler | None = None,
+        live_scores: LiveScores | None = None,
         topics: TopicAdmin | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
         self.hot_swap = hot_swap  # prepares new releases beside the live model
         self.normals = normals  # samples OK frames for retraining
+        self.live_scores = live_scores  # counts judged scores for the line's own thresholds
         self.metrics = metrics or WorkerMetrics()
         self.health = health or Health()
         self.store = store or ObjectStore.from_settings(settings)
@@ -187,6 +190,8 @@ class Worker:
             self.hot_swap.stop()
         if self.normals is not None:
             self.normals.close()
+        if self.live_scores is not None:
+            self.live_scores.stop()
         self.decoders.shutdown(wait=True, cancel_futures=True)
         self.heatmaps.close()
         self.producer.close(timeout=self.settings.shutdown_grace_s)
@@ -391,9 +396,15 @@ class Worker:
         amap: np.ndarray,
     ) -> list[Output]:
         headers = decoded.headers  # headers.line is the topic's line (checked at decode)
-        threshold = model.threshold(headers.product)
+        threshold = model.threshold(headers.product, headers.line)
         assert threshold is not None  # checked at decode time
         ng = score > threshold
+        if self.live_scores is not None:
+            # binned under the product's threshold, which a line's own threshold leaves as it
+            # is: the counts of releases that differ in line thresholds only stay comparable
+            base = model.threshold(headers.product)
+            assert base is not None
+            self.live_scores.count(model.version, headers.line, headers.product, score, base, ng)
         key = heatmap_key(headers.line, headers.capture_time, headers.frame_id) if ng else None
         verdict = Verdict.for_frame(
             headers,

@@ -146,6 +146,18 @@ class WorkerSettings(KafkaSettings, PlaneSettings):
         description="OK frames scoring above (1 - margin) x threshold are not sampled: "
         "a near miss may be a defect and must not teach the model it is normal.",
     )
+    live_scores_flush_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the judged scores counted for the line's threshold evidence are "
+        "added to Redis.",
+    )
+    evidence_ttl_s: float = Field(
+        default=30 * 86400,
+        gt=0,
+        description="The score counts are kept this long after their last addition "
+        "(plant-wide, as the console's findings).",
+    )
 
     # --- blobs: S3 (where it is: PlaneSettings) -----------------------------------
     heatmap_backlog_max: int = Field(
