@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -101,12 +102,22 @@ def download(store: ObjectStore, snap: Snapshot, root: Path) -> tuple[Path, dict
     held-out ones into `<root>/heldout/<product>/`; returns the training root and held-out files.
     """
     train_root = Path(root) / "train"
-    heldout: dict[str, list[Path]] = {}
     for product in snap.products:
         folder = train_root / product / "train" / "good"
         folder.mkdir(parents=True, exist_ok=True)
         for key in snap.train[product]:
             (folder / _local_name(key)).write_bytes(store.get(key))
+    return train_root, download_heldout(store, snap, root, snap.products)
+
+
+def download_heldout(
+    store: ObjectStore, snap: Snapshot, root: Path, products: Iterable[str]
+) -> dict[str, list[Path]]:
+    """Held-out images of `products` into `<root>/heldout/<product>/`; the files per product."""
+    heldout: dict[str, list[Path]] = {}
+    for product in products:
+        if product not in snap.heldout:
+            continue
         held = Path(root) / "heldout" / product
         held.mkdir(parents=True, exist_ok=True)
         heldout[product] = []
@@ -114,7 +125,7 @@ def download(store: ObjectStore, snap: Snapshot, root: Path) -> tuple[Path, dict
             path = held / _local_name(key)
             path.write_bytes(store.get(key))
             heldout[product].append(path)
-    return train_root, heldout
+    return heldout
 
 
 def _local_name(key: str) -> str:

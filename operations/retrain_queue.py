@@ -30,7 +30,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 
 from planes.control import ControlPlane
 from schemas.common import utc_now
-from schemas.control import RetrainOutcome, RetrainRequest
+from schemas.control import LineThresholdChange, RetrainOutcome, RetrainRequest
 from schemas.redis_keys import (
     HISTORY_KEY,
     LOCK_KEY,
@@ -77,13 +77,27 @@ class RetrainQueue:
         self.outcome_ttl_ms = int(outcome_ttl_s * 1000)
         self._renew_claim = self.redis.register_script(_RENEW_CLAIM)
 
-    def request(self, reason: str, who: str, recipe: dict | None = None) -> str:
+    def request(
+        self,
+        reason: str,
+        who: str,
+        recipe: dict | None = None,
+        line_threshold: LineThresholdChange | None = None,
+    ) -> str:
         """Add a request; returns its id (the stream entry id), already marked queued.
 
         `recipe` overrides the trainer's recipe for this run (keys:
-        trainer.learning.config.REQUEST_KEYS).
+        trainer.learning.config.REQUEST_KEYS); `line_threshold` asks for no training,
+        a release of the current weights with one line's own threshold
+        (`operations.line_calibration`).
         """
-        entry = RetrainRequest(who=who, reason=reason, when=utc_now(), recipe=recipe or {})
+        entry = RetrainRequest(
+            who=who,
+            reason=reason,
+            when=utc_now(),
+            recipe=recipe or {},
+            line_threshold=line_threshold,
+        )
         request_id = self.redis.xadd(self.stream, {"request": entry.model_dump_json()}).decode()
         self.record(RetrainOutcome(request_id=request_id, status="queued", updated=utc_now()))
         return request_id

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.common import UtcDatetime
+from schemas.common import Name, UtcDatetime
 from schemas.gate import GateReport
 
 CONTROL_SCHEMA_VERSION = 1
@@ -20,6 +20,22 @@ CONTROL_SCHEMA_VERSION = 1
 RetrainStatus = Literal["queued", "running", "released", "refused", "failed"]
 #: The statuses an outcome ends in: it changes no more.
 FINAL_STATUSES: frozenset[RetrainStatus] = frozenset({"released", "refused", "failed"})
+
+
+class LineThresholdChange(BaseModel):
+    """A release of the current weights that gives one line its own threshold of one product.
+
+    The trainer reads the line's evidence itself when it runs the request
+    (`operations.line_calibration`), so what is released is what the counts say
+    then, and it refuses the change if the current release is no longer `base_version`.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    line: Name
+    product: Name
+    target_false_alarm_rate: float = Field(gt=0, lt=1)
+    base_version: str = Field(description="The release whose counts the proposal was read from.")
 
 
 class RetrainRequest(BaseModel):
@@ -37,6 +53,11 @@ class RetrainRequest(BaseModel):
         "keys: the fields of the trainer's training configuration (trainer/learning/config.py, "
         "`kenpin-trainer retrain --help` lists them) except backbone, teacher_weights and "
         "device; a trainer refuses a request with any other key.",
+    )
+    line_threshold: LineThresholdChange | None = Field(
+        default=None,
+        description="No training: release the current weights with this line's own threshold "
+        "(the recipe is then ignored).",
     )
     schema_version: Literal[1] = CONTROL_SCHEMA_VERSION
 

@@ -17,6 +17,7 @@ from planes.storage import ObjectStore
 from schemas.common import utc_now
 from tests.integration.frames import frame_id_of, headers_for
 from worker.hot_swap import HotSwap
+from worker.live_scores import LiveScores
 from worker.metrics import WorkerMetrics
 from worker.service import Worker
 from worker.settings import WorkerSettings
@@ -34,8 +35,11 @@ class RunningWorker:
         self.thread.join(timeout=30)
 
 
-def start_worker(settings: WorkerSettings, artifact: Path) -> RunningWorker:
-    """A Worker with its HotSwap thread, running in a thread of this process."""
+def start_worker(
+    settings: WorkerSettings, artifact: Path, live_scores: bool = False
+) -> RunningWorker:
+    """A Worker with its HotSwap thread (and, asked for, its score counts), running in a
+    thread of this process."""
     model = load_model(artifact, device="cpu")
     model.warm_up(settings.max_batch)
     metrics = WorkerMetrics()
@@ -43,7 +47,14 @@ def start_worker(settings: WorkerSettings, artifact: Path) -> RunningWorker:
     control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
     hot_swap = HotSwap(settings, control, store, model.version, metrics=metrics)
     hot_swap.start()
-    worker = Worker(settings, model, metrics=metrics, store=store, hot_swap=hot_swap)
+    counts = None
+    if live_scores:
+        counts = LiveScores(
+            control, flush_s=settings.live_scores_flush_s, ttl_s=settings.evidence_ttl_s
+        ).start()
+    worker = Worker(
+        settings, model, metrics=metrics, store=store, hot_swap=hot_swap, live_scores=counts
+    )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     return RunningWorker(worker, hot_swap, metrics, thread)

@@ -116,13 +116,13 @@ def measure(model: InspectionModel, images: GateImages) -> ModelMeasure:
             normals=len(normal),
             false_alarms=false_alarms,
             false_alarm_rate=false_alarms / max(1, len(normal)),
-            synthetic_auroc=_auroc(normal, drawn),
+            synthetic_auroc=auroc_of(normal, drawn),
             synthetic_recall=float((drawn > threshold).mean()),
         )
         if len(pixels.anomalies):
             labelled = model.scores(list(pixels.anomalies))
             entry.anomalies = len(labelled)
-            entry.image_auroc = _auroc(normal, labelled)
+            entry.image_auroc = auroc_of(normal, labelled)
             entry.recall = float((labelled > threshold).mean())
         products[product] = entry
     return ModelMeasure(
@@ -269,6 +269,6 @@ def judge(
     )
 
 
-def _auroc(normal: np.ndarray, defective: np.ndarray) -> float:
+def auroc_of(normal: np.ndarray, defective: np.ndarray) -> float:
     labels = np.r_[np.zeros(len(normal)), np.ones(len(defective))]
     return float(auroc(labels, np.r_[normal, defective]))

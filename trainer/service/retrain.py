@@ -15,6 +15,10 @@ One run, each stage timed and recorded in the request's outcome:
    uploaded to `models/<version>/`, made current and announced; otherwise the
    reason is recorded and nothing changes on the line.
 
+A request for a line's own threshold (`RetrainRequest.line_threshold`) trains
+nothing: the line's evidence is read, the current weights are gated at the
+proposed threshold (`trainer.service.line_gate`) and released with it.
+
 Only one run at a time across every trainer (`operations.retrain_queue.TrainerLock`). A
 request is kept claimed by the trainer that took it for as long as that trainer
 lives (`RetrainQueue.lease`), however long the run: it is taken over by another
@@ -39,20 +43,22 @@ from model.artifact import write_manifest
 from model.loading import fetch_model, load_model
 from model.release import RefusalReason, ReleaseRefused
 from model.runtime import InspectionModel
-from operations.normal_store import download, take_snapshot
+from operations.line_calibration import EVIDENCE_VERSIONS, evidence_versions, line_proposal
+from operations.normal_store import download, download_heldout, take_snapshot
 from operations.releases import publish
 from operations.retrain_queue import QueuedRequest, RetrainQueue, TrainerLock
 from planes.control import ControlPlane
 from planes.logs import get_logger
 from planes.storage import ObjectStore
 from schemas.common import utc_now
-from schemas.control import RetrainOutcome
+from schemas.control import LineThresholdChange, RetrainOutcome
 from schemas.object_layout import release_prefix
 from trainer.learning.config import RECIPE_FIELDS, RecipeError, TrainConfig, recipe_config
 from trainer.learning.export import export, new_version
 from trainer.learning.learners import fit
 from trainer.learning.train import TrainResult
 from trainer.service.gate import GateImages, judge, labelled_anomalies
+from trainer.service.line_gate import judge_line_threshold
 from trainer.service.settings import TrainerSettings
 from trainer.service.telemetry import TrainerHealth, TrainerMetrics
 
@@ -206,6 +212,8 @@ class RetrainService:
         self._record(outcome)
 
     def _run(self, queued: QueuedRequest, outcome: RetrainOutcome, scratch: Path) -> RetrainOutcome:
+        if queued.request.line_threshold is not None:
+            return self._line_threshold(queued, queued.request.line_threshold, outcome, scratch)
         s = self.settings
         with self._stage(outcome, "snapshot"):
             snap = take_snapshot(
@@ -270,6 +278,89 @@ class RetrainService:
             )
             write_manifest(artifact, manifest)
             publish(self.store, self.control, artifact, manifest)
+        outcome.status = "released"
+        return outcome
+
+    def _line_threshold(
+        self,
+        queued: QueuedRequest,
+        change: LineThresholdChange,
+        outcome: RetrainOutcome,
+        scratch: Path,
+    ) -> RetrainOutcome:
+        """No training: the current weights released with one line's own threshold, gated."""
+        s = self.settings
+        with self._stage(outcome, "evidence"):
+            current = self.control.current()
+            if current is None:
+                raise RunFailed("no current release whose line threshold could change")
+            outcome.parent_version = current.version
+            if current.version != change.base_version:
+                outcome.status = "refused"
+                outcome.detail = (
+                    f"the current release is {current.version}, not {change.base_version} whose "
+                    "counts were shown: look at the line's counts again and propose anew"
+                )
+                return outcome
+            try:
+                proposal = line_proposal(
+                    self.control,
+                    current,
+                    change.line,
+                    change.product,
+                    change.target_false_alarm_rate,
+                    s.evidence_min_normals,
+                )
+            except ValueError as exc:
+                raise RunFailed(str(exc)) from exc
+        with self._stage(outcome, "download"):
+            snap = take_snapshot(
+                self.store, s.holdout_fraction, s.max_normals_per_product, s.min_normals_per_product
+            )
+            outcome.snapshot_id = snap.snapshot_id
+            heldout = download_heldout(self.store, snap, scratch / "data", [change.product])
+            folder = scratch / "current"
+            model = self._current_model(current, folder)
+            assert model is not None
+        version = f"{new_version()}-{change.line}"
+        outcome.version = version
+        with self._stage(outcome, "evaluate"):
+            anomalies = labelled_anomalies(s.anomalies_dir, [change.product])
+            report = judge_line_threshold(
+                model, proposal, version, GateImages(heldout, anomalies), s.gate_policy
+            )
+            outcome.gate = report
+        outcome.detail = "; ".join(report.reasons)
+        if not report.released:
+            outcome.status = "refused"
+            log.warning(
+                "line threshold refused by the gate", version=version, reasons=report.reasons
+            )
+            return outcome
+        with self._stage(outcome, "release"):
+            lines = {line: dict(entries) for line, entries in current.line_thresholds.items()}
+            lines.setdefault(change.line, {})[change.product] = proposal.entry()
+            manifest = current.model_copy(
+                update={
+                    "version": version,
+                    "created": utc_now(),
+                    "parent_version": current.version,
+                    "line_thresholds": lines,
+                    "metrics": {
+                        **current.metrics,
+                        "line_gate": report.candidate.model_dump(mode="json"),
+                        "at_release": utc_now().isoformat(),
+                    },
+                    "data": {
+                        **current.data,
+                        EVIDENCE_VERSIONS: list(evidence_versions(current)),
+                        "request_id": queued.request_id,
+                        "reason": queued.request.reason,
+                    },
+                }
+            )
+            write_manifest(folder, manifest)
+            publish(self.store, self.control, folder, manifest)
         outcome.status = "released"
         return outcome
 
