@@ -31,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from console.auth import Forbidden, SessionSigner
-from console.pages import images, live, login, releases, retrain, workers
+from console.pages import calibration, images, live, login, releases, retrain, workers
 from console.pages.common import ConsoleContext, LoginNeeded
 from console.pages.rendering import environment
 from console.security_headers import SecurityHeaders
@@ -46,7 +46,7 @@ log = get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 #: Every page of the console: each module's `router`.
-PAGES = (live, images, releases, retrain, workers, login)
+PAGES = (live, images, releases, retrain, calibration, workers, login)
 
 
 def session_secret(settings: ConsoleSettings) -> bytes:

@@ -76,6 +76,7 @@ class VerdictHub:
         self._lines: dict[str, LineState] = {}
         self._gallery: OrderedDict[str, Verdict] = OrderedDict()
         self._filed: dict[str, str] = {}  # frame id -> normal key, filed from this console
+        self._confirmed: set[str] = set()  # frame ids confirmed defective from this console
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Verdict]]] = set()
         self._lock = threading.Lock()
 
@@ -144,6 +145,16 @@ class VerdictHub:
     def mark_filed(self, frame_id: str, key: str) -> None:
         with self._lock:
             self._filed[frame_id] = key
+            self._confirmed.discard(frame_id)
+
+    def confirmed(self, frame_id: str) -> bool:
+        """Whether an operator of this console confirmed the frame's part defective."""
+        with self._lock:
+            return frame_id in self._confirmed
+
+    def mark_confirmed(self, frame_id: str) -> None:
+        with self._lock:
+            self._confirmed.add(frame_id)
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[Verdict]]:

@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from datetime import date
 
+    from operations.line_calibration import Proposal
     from operations.releases import ReleaseEntry
     from schemas.control import RetrainOutcome, RetrainRequest, WorkerHeartbeat
+    from schemas.live_scores import Finding
+    from schemas.verdicts import Verdict
 
 
 class ActionRefused(Exception):
@@ -52,8 +55,8 @@ class Image:
 class ConsolePlanes(Protocol):
     """The console's view of Redis and S3; every method may raise `PlaneUnavailable`.
 
-    `activate`, `rollback` and `mark_good` raise `ActionRefused` when the request
-    itself cannot be done.
+    `activate`, `rollback`, `mark_good` and `request_line_threshold` raise
+    `ActionRefused` when the request itself cannot be done.
     """
 
     def releases(self) -> list[ReleaseEntry]: ...
@@ -64,5 +67,10 @@ class ConsolePlanes(Protocol):
     def recent_retrains(self, count: int) -> list[RetrainEntry]: ...
     def heartbeats(self) -> list[WorkerHeartbeat]: ...
     def mark_good(self, frame_id: str, line: str) -> str: ...
+    def record_finding(self, verdict: Verdict, finding: Finding, who: str) -> None: ...
+    def line_proposals(self, target_rate: float | None) -> list[Proposal]: ...
+    def request_line_threshold(
+        self, line: str, product: str, target_rate: float, who: str
+    ) -> str: ...
     def heatmap(self, line: str, day: date, frame_id: str) -> Image | None: ...
     def original(self, line: str, day: date, frame_id: str) -> Image | None: ...

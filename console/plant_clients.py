@@ -25,17 +25,21 @@ from redis.exceptions import RedisError
 from urllib3.exceptions import HTTPError
 
 from console.plant import ActionRefused, Image, PlaneUnavailable, RetrainEntry
-from operations import normal_store, releases
+from operations import line_calibration, normal_store, releases
 from operations.plant import Plant, connect
 from operations.releases import ReleaseError
 from schemas.control import RetrainRequest
 from schemas.frames import EXTENSION_BY_CONTENT_TYPE
+from schemas.live_scores import PartFinding
 from schemas.object_layout import frame_key, heatmap_key
 
 if TYPE_CHECKING:
     from console.settings import ConsoleSettings
+    from operations.line_calibration import Proposal
     from operations.releases import ReleaseEntry
     from schemas.control import RetrainOutcome, WorkerHeartbeat
+    from schemas.live_scores import Finding
+    from schemas.verdicts import Verdict
 
 #: Refusals of an operator's action, reported on the page in their own words.
 REFUSED = (ReleaseError, normal_store.FrameNotFound)
@@ -64,9 +68,13 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
 class PlantPlanes:
     """`ConsolePlanes` on the real Redis and S3 of the console's settings."""
 
-    def __init__(self, plant: Plant) -> None:
+    def __init__(
+        self, plant: Plant, evidence_min_normals: int = 300, evidence_ttl_s: float = 30 * 86400
+    ) -> None:
         self.plane = plant
         self.queue = plant.queue
+        self.evidence_min_normals = evidence_min_normals
+        self.evidence_ttl_s = evidence_ttl_s
 
     @classmethod
     def connect(cls, settings: ConsoleSettings) -> PlantPlanes:
@@ -74,7 +82,7 @@ class PlantPlanes:
 
         Raises one of `operations.plant.AccessDenied` when Redis or S3 refuses them.
         """
-        return cls(connect(settings))
+        return cls(connect(settings), settings.evidence_min_normals, settings.evidence_ttl_s)
 
     # --- releases (kenpin-trainer release list | activate | rollback) ----------------------
 
@@ -123,6 +131,55 @@ class PlantPlanes:
     @_translated
     def mark_good(self, frame_id: str, line: str) -> str:
         return normal_store.mark_good(self.plane.store, frame_id, line=line)
+
+    @_translated
+    def record_finding(self, verdict: Verdict, finding: Finding, who: str) -> None:
+        """An operator's finding on a flagged part: evidence for the line's own threshold."""
+        self.plane.control.add_finding(
+            PartFinding(
+                frame_id=verdict.frame_id,
+                line=verdict.line,
+                product=verdict.product,
+                model_version=verdict.model_version,
+                score=verdict.score,
+                threshold=verdict.threshold,
+                finding=finding,
+                who=who,
+                when=datetime.now(UTC),
+            ),
+            self.evidence_ttl_s,
+        )
+
+    # --- the line's own thresholds (operations.line_calibration) ------------------------
+
+    @_translated
+    def line_proposals(self, target_rate: float | None) -> list[Proposal]:
+        """Every line and product counted under the serving weights, with a proposal each."""
+        control = self.plane.control
+        current = control.current()
+        if current is None:
+            return []
+        pairs = {
+            pair
+            for version in line_calibration.evidence_versions(current)
+            for pair in control.scored_lines(version)
+            if pair[1] in current.products
+        }
+        return [
+            line_calibration.line_proposal(
+                control, current, line, product, target_rate, self.evidence_min_normals
+            )
+            for line, product in sorted(pairs)
+        ]
+
+    @_translated
+    def request_line_threshold(self, line: str, product: str, target_rate: float, who: str) -> str:
+        current = self.plane.control.current()
+        if current is None or product not in current.products:
+            raise ActionRefused(f"the current release does not judge {product!r}")
+        return line_calibration.request_line_threshold(
+            self.queue, current, line, product, target_rate, who
+        )
 
     @_translated
     def heatmap(self, line: str, day: date, frame_id: str) -> Image | None:

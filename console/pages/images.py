@@ -1,4 +1,4 @@
-"""An NG frame's pictures, served by the console, and "this part was fine".
+"""An NG frame's pictures, served by the console, "this part was fine" and "confirmed defective".
 
 The browser never gets an S3 URL: the console reads the heatmap or the original
 from the bucket for a viewer, after checking every part of the path, so no key
@@ -64,4 +64,32 @@ def mark_good(
         return console.not_done(session, "Not filed", exc, "/")
     console.hub.mark_filed(frame_id, key)
     log.info("frame filed as normal", frame_id=frame_id, key=key, user=session.user)
-    return console.done(session, f"Frame {frame_id} filed as a normal: {key}", "/")
+    notice = f"Frame {frame_id} filed as a normal: {key}"
+    verdict = console.hub.find(frame_id)
+    if verdict is not None and verdict.result == "ng":
+        try:
+            console.planes.record_finding(verdict, "fine", f"{session.user}@console")
+        except NOT_DONE as exc:
+            log.warning("finding not recorded", frame_id=frame_id, error=str(exc))
+            notice += "; the finding for the line's threshold was not recorded: file it again"
+    return console.done(session, notice, "/")
+
+
+@router.post("/frames/{frame_id}/confirm-ng")
+def confirm_ng(
+    console: Console, session: Operator, frame_id: str, line: Annotated[str, Form()] = ""
+) -> Response:
+    """An operator confirms a flagged part was defective: a line's own threshold that would
+    let it pass is refused (`operations.line_calibration`)."""
+    if not re.match(FRAME_ID_PATTERN, frame_id) or not re.match(NAME_PATTERN, line):
+        return console.done(session, "Not a frame of a line.", "/")
+    verdict = console.hub.find(frame_id)
+    if verdict is None or verdict.line != line or verdict.result != "ng":
+        return console.done(session, f"Frame {frame_id} is not a recent NG part of {line}.", "/")
+    try:
+        console.planes.record_finding(verdict, "defective", f"{session.user}@console")
+    except NOT_DONE as exc:
+        return console.not_done(session, "Not recorded", exc, "/")
+    console.hub.mark_confirmed(frame_id)
+    log.info("NG part confirmed defective", frame_id=frame_id, user=session.user)
+    return console.done(session, f"Frame {frame_id} recorded as confirmed defective.", "/")

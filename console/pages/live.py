@@ -36,6 +36,7 @@ def live(console: Console, visit: PageViewer) -> Response:
         gallery_size=hub.gallery_size,
         feed=hub.feed,
         filed=hub.filed,
+        confirmed=hub.confirmed,
         workers=safely(console.planes.heartbeats),
     )
 
@@ -82,6 +83,7 @@ def verdict_events(console: ConsoleContext, batch: list[Verdict], session: Sessi
             session=session,
             read_only=not session.logged_in,
             filed=hub.filed,
+            confirmed=hub.confirmed,
         )
         events.append(sse("ng", {"frame_id": verdict.frame_id, "html": card}))
     return events

@@ -31,6 +31,7 @@ class FakePlanes:
         self.actions: list[tuple] = []
         self.outcomes: dict[str, RetrainOutcome] = {}
         self.entries: list = []
+        self.proposals: list = []  # operations.line_calibration.Proposal
 
     def releases(self) -> list:
         return self.entries
@@ -67,6 +68,17 @@ class FakePlanes:
     def mark_good(self, frame_id: str, line: str) -> str:
         self.actions.append(("mark_good", frame_id, line))
         return f"normals/washer/2026-11-29/{frame_id}.png"
+
+    def record_finding(self, verdict: Verdict, finding: str, who: str) -> None:
+        self.actions.append(("finding", verdict.frame_id, finding, who))
+
+    def line_proposals(self, target_rate: float | None) -> list:
+        self.actions.append(("proposals", target_rate))
+        return list(self.proposals)
+
+    def request_line_threshold(self, line: str, product: str, target_rate: float, who: str) -> str:
+        self.actions.append(("line_threshold", line, product, target_rate, who))
+        return f"{len(self.actions)}-0"
 
     def heatmap(self, line: str, day: date, frame_id: str) -> Image | None:
         return Image(b"\x89PNG heatmap", "image/png") if frame_id == "f-ng" else None

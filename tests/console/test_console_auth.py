@@ -78,7 +78,10 @@ def test_mark_good_files_the_frame_and_shows_it(console):
         "/frames/f-ng/mark-good", data={"line": "l1", "csrf_token": console.token()}
     )
     assert response.status_code == 303
-    assert console.planes.actions == [("mark_good", "f-ng", "l1")]
+    assert console.planes.actions == [
+        ("mark_good", "f-ng", "l1"),
+        ("finding", "f-ng", "fine", "operator@console"),  # evidence for the line's threshold
+    ]
     page = console.client.get("/").text
     assert "filed as a normal: normals/washer/2026-11-29/f-ng.png" in page
 
