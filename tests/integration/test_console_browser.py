@@ -8,7 +8,8 @@ heartbeat in Redis), then does what an operator does: logs in, watches the
 verdicts arrive, opens an NG heatmap, files a frame as normal, asks for a retrain
 and follows its status.
 
-`KENPIN_TEST_CONSOLE_SCREENSHOT=docs/images/console.png` saves the live page there.
+`KENPIN_TEST_CONSOLE_SCREENSHOT=docs/images/console.png` saves the live page there,
+`KENPIN_TEST_CALIBRATION_SCREENSHOT=docs/images/console_thresholds.png` the Thresholds page.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from operations.settings import OperationsSettings
 from planes.control import ControlPlane
 from planes.storage import ObjectStore
 from schemas.common import utc_now
-from schemas.control import RetrainOutcome, WorkerHeartbeat
+from schemas.control import RetrainOutcome, RetrainRequest, WorkerHeartbeat
+from schemas.live_scores import PartFinding, bin_field, score_bin
 from schemas.manifest import ModelManifest
 from schemas.object_layout import MANIFEST_FILE, frame_key, heatmap_key, normal_key, release_key
 from schemas.topics import verdict_topic
@@ -342,3 +344,77 @@ def test_an_operator_watches_opens_files_and_retrains_in_a_real_browser(console_
     browser.find_element(By.CSS_SELECTOR, "#release-it-r1 button.activate").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "notice"), "it-r1 is now current"))
     assert stack.plane.control.current().version == "it-r1"
+
+
+def test_an_operator_reviews_a_lines_threshold_in_a_real_browser(console_stack, browser):
+    """The Thresholds page on counts a worker wrote to Redis: the histogram, both thresholds,
+    a confirmed defect; 'Release this threshold' queues a line-threshold request."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    stack = console_stack
+    wait = WebDriverWait(browser, WAIT_S)
+    control = stack.plane.control
+    stored = ModelManifest.model_validate_json(MANIFEST.read_text())
+    product, threshold = next(iter(stored.products.items()))
+    manifest = stored.model_copy(update={"version": "it-cal-1"})
+    control.set_current(manifest)
+    # what a worker counts: 1,500 OK parts, 28 flagged; operators looked at 21 of those
+    rng = np.random.default_rng(7)
+    ok_scores = threshold.threshold * rng.beta(6, 3, 1500) * 0.99
+    flagged = (
+        threshold.threshold
+        * np.r_[rng.uniform(1.0, 1.08, 18), [1.3, 1.6, 2.2], 1.1 + rng.uniform(0, 0.4, 7)]
+    )
+    counts: dict[str, int] = {}
+    for score, judged in [*((s, "ok") for s in ok_scores), *((s, "ng") for s in flagged)]:
+        name = bin_field(judged, score_bin(float(score), threshold.threshold))
+        counts[name] = counts.get(name, 0) + 1
+    control.add_scores({("it-cal-1", stack.line, product): counts}, ttl_s=600)
+    for i, score in enumerate(flagged[:21]):
+        control.add_finding(
+            PartFinding(
+                frame_id=f"{stack.line}-ng{i}",
+                line=stack.line,
+                product=product,
+                model_version="it-cal-1",
+                score=float(score),
+                threshold=threshold.threshold,
+                finding="fine" if i < 18 else "defective",
+                who="operator@console",
+                when=utc_now(),
+            ),
+            ttl_s=600,
+        )
+
+    browser.get(f"{stack.url}/calibration")
+    wait.until(seen.url_contains("/login"))
+    browser.find_element(By.ID, "username").send_keys("operator")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-submit").click()
+    section = wait.until(
+        seen.presence_of_element_located((By.ID, f"calibration-{stack.line}-{product}"))
+    )
+    assert "1518 (1528 parts judged" in section.text  # 1,500 OK + 18 found fine
+    assert "7" in section.find_element(By.XPATH, ".//tr[th='NG parts not reviewed']").text
+    assert len(section.find_elements(By.CSS_SELECTOR, "svg rect.bar")) > 10
+    assert len(section.find_elements(By.CSS_SELECTOR, "svg path.defect")) == 3
+    assert section.find_elements(By.CSS_SELECTOR, "svg line.proposed")
+    if target := os.environ.get("KENPIN_TEST_CALIBRATION_SCREENSHOT"):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shot = Path(target).with_suffix(".tmp.png")
+        assert browser.save_screenshot(str(shot))
+        shutil.move(shot, target)
+
+    section.find_element(By.CSS_SELECTOR, "button.apply-threshold").click()
+    wait.until(seen.text_to_be_present_in_element((By.ID, "retrain-status"), "queued"))
+    request_id = browser.current_url.rsplit("/", 1)[1]
+    newest = stack.queue.redis.xrevrange(stack.queue.stream, count=1)[0]
+    assert newest[0].decode() == request_id
+    request = RetrainRequest.model_validate_json(newest[1][b"request"])
+    assert request.line_threshold is not None
+    assert (request.line_threshold.line, request.line_threshold.base_version) == (
+        stack.line,
+        "it-cal-1",
+    )
