@@ -2,11 +2,13 @@
 judged on the other half and on every defective part.
 
     python -m trainer.research.line_calibration --model M --data DATA [--out FIGURE]
+        [--splits 200] [--targets 0.02 0.05] [--live-fraction 0.5]
 
 The test set's good parts stand in for a line's normals: the model never saw them, and
 they are not the held-out normals its shipped threshold was calibrated on. Each split
-(`--splits`, random halves) gives the line the first half as its judged normals (every
-flagged one reviewed and found fine), counted in the workers' bins; the proposal is
+(`--splits`, random halves; `--live-fraction` for another share) gives the line the first
+part as its judged normals (every flagged one reviewed and found fine), counted in the
+workers' bins; the proposal is
 `operations.line_calibration.propose`, the code the console shows and the trainer
 releases. The other half measures the false alarms the proposal promised; the defective
 parts its recall. The shipped threshold is measured on the same halves beside it.
@@ -63,8 +65,13 @@ def evidence_of(
 
 
 def measure(
-    model_dir: Path, data_dir: Path, splits: int, targets: tuple[float, ...], out: Path | None
-):
+    model_dir: Path,
+    data_dir: Path,
+    splits: int,
+    targets: tuple[float, ...],
+    out: Path | None,
+    live_fraction: float = 0.5,
+) -> None:
     started = time.time()
     network, manifest = load_network(model_dir)
     network.eval()
@@ -78,7 +85,7 @@ def measure(
         good_scores = scores(network, read_images(good, manifest.image_size))
         bad_scores = scores(network, read_images([t.path for t in bad], manifest.image_size))
         defects = np.array([t.defect for t in bad])
-        half = len(good) // 2
+        half = int(round(len(good) * live_fraction))
         print(
             f"\n{product.name}: {len(good)} good test parts ({half} judged on the line, "
             f"{len(good) - half} unseen per split), {len(bad)} defective; {splits} splits "
@@ -135,8 +142,9 @@ def measure(
                 f"| {100 * np.mean(row['recall']):.1f} % | {per} |",
                 flush=True,
             )
-        figures[product.name] = rows
-    if out is not None:
+        if len(rows) > 1:  # a line proposal was made: worth a picture
+            figures[product.name] = rows
+    if out is not None and figures:
         _figure(figures, out)
         print(f"\nfigure: {out}")
 
@@ -180,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=200, help="random halves to average over")
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
     parser.add_argument("--out", type=Path, default=None, help="a PNG of the measured rates")
+    parser.add_argument(
+        "--live-fraction", type=float, default=0.5, help="the good parts the line judges"
+    )
     args = parser.parse_args(argv)
-    measure(args.model, args.data, args.splits, tuple(args.targets), args.out)
+    measure(args.model, args.data, args.splits, tuple(args.targets), args.out, args.live_fraction)
     return 0
 
 
