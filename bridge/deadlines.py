@@ -12,11 +12,21 @@ monotonic clock, the OPC UA and MQTT side publishes what it returns.
   as late and publishes nothing either. The PLC has acted on TIMEOUT: a second,
   different answer for the same part would arrive when the part is gone, and
   would take the sequence slot of the part the PLC is handling now.
-- The deadline runs on the bridge's clock from when it saw the frame, not from
-  the camera's capture time: camera, worker and bridge clocks are often not
-  synchronised on a plant floor, and a monotonic clock does not jump. What this
-  leaves out (camera to broker to bridge, a few milliseconds on a healthy
-  network) is why the PLC keeps its own watchdog (docs/plc-integration.md).
+- The deadline runs from the part's capture time (`from_capture`, the default
+  of the bridge's settings): TIMEOUT is due at capture + the line's deadline,
+  however late the bridge reads the frame, and a verdict that comes after that
+  is a TIMEOUT too (counted late), never an OK for a part the PLC has already
+  rejected. The camera's and the bridge's clocks must be synchronised (NTP/PTP)
+  for this; a capture time ahead of the bridge's clock is counted
+  (`clock_ahead`) and the deadline then starts when the frame is seen. Without
+  synchronised clocks the deadline runs from when the bridge saw the frame, on
+  its monotonic clock (`from_capture=False`), and the PLC's own watchdog covers
+  the way from camera to bridge (docs/plc-integration.md).
+- Parts captured more than one deadline before the bridge started (`started`)
+  are not decided at all (counted `stale`): a restarted bridge reads on from
+  each topic's end, and whatever the broker hands out again from before the
+  restart names parts that are gone; an outcome for them now would take the
+  sequence slot of the part at the station.
 - A frame whose headers do not parse has no trustworthy frame id: it is tracked
   by where it lies on the broker (topic/partition/offset), which its dead letter
   names too, so REJECTED_INPUT still ends its deadline.
@@ -88,6 +98,9 @@ class LineState:
     rejected: int = 0
     late: int = 0  # verdicts / dead letters after their part's TIMEOUT
     duplicate: int = 0  # replays of a part already decided
+    stale: int = 0  # frames and verdicts of parts captured before the bridge started
+    clock_ahead: int = 0  # capture times ahead of the bridge's clock
+    frame_lag_ms: float | None = None  # capture -> the bridge reading the frame, latest frame
     last: Outcome | None = None
 
     def count(self, decision: Decision) -> None:
@@ -128,10 +141,14 @@ class DeadlineTracker:
     deadline_s: Callable[[str], float]
     capacity: int = 100_000
     wall_clock: Callable[[], datetime] = utc_now
+    from_capture: bool = False  # deadlines from capture times (see the module doc)
+    started: datetime | None = None  # None: now; parts captured a deadline before are stale
     lines: dict[str, LineState] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)  # lines whose state moved since take_changed
 
     def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.wall_clock()
         self._pending: dict[str, _Pending] = {}
         self._due: list[tuple[float, int, str]] = []  # heap; stale entries skipped on pop
         self._pushed = 0
@@ -166,13 +183,18 @@ class DeadlineTracker:
     def handle(self, event: Event, now: float) -> list[Outcome]:
         """Outcomes `event` decides (none, or one), at monotonic time `now`."""
         if isinstance(event, FrameSeen):
-            self._frame_seen(event)
+            self._frame_seen(event, now)
             return []
         if isinstance(event, VerdictArrived):
-            return self._decided_by(event.line, event.verdict.frame_id, event, now)
+            key = event.verdict.frame_id
+            if self._stale(event.line, key, event.verdict.capture_time):
+                return []
+            return self._decided_by(event.line, key, event, now)
         letter = event.letter
         where = coordinates(letter.source_topic, letter.source_partition, letter.source_offset)
         key = letter.frame_id or self._aliases.get(where) or where
+        if key not in self._pending and self._stale(event.line, key, letter.time):
+            return []  # its frame is not waiting, and it was dead-lettered before we started
         return self._decided_by(event.line, key, event, now)
 
     def expire(self, now: float) -> list[Outcome]:
@@ -202,14 +224,41 @@ class DeadlineTracker:
 
     # --- inside ------------------------------------------------------------------------
 
-    def _frame_seen(self, frame: FrameSeen) -> None:
-        self.line(frame.line)
+    def _stale(self, line: str, key: str, when: datetime | None) -> bool:
+        """Whether a part of `when` was captured (or dead-lettered) a deadline before the start;
+        such a part is remembered as decided, so nothing of it is published later either."""
+        if not self.from_capture or when is None or key in self._decided:
+            return False
+        assert self.started is not None
+        if (self.started - when).total_seconds() <= self.deadline_s(line):
+            return False
+        state = self.line(line)
+        state.stale = (state.stale + 1) % UINT32_WRAP
+        self._pending.pop(key, None)
+        self._decided.remember(key, "STALE")
+        self.changed.add(line)
+        return True
+
+    def _frame_seen(self, frame: FrameSeen, now: float) -> None:
+        state = self.line(frame.line)
         key = frame.frame_id or frame.where
         if frame.frame_id:
             self._aliases.remember(frame.where, frame.frame_id)
         if key in self._decided or key in self._pending:
             return  # decided already (its verdict came first) or read again: no new deadline
-        due = frame.seen_at + self.deadline_s(frame.line)
+        if self._stale(frame.line, key, frame.capture_time):
+            return
+        started = frame.seen_at  # the deadline's start, on the monotonic clock
+        if self.from_capture and frame.capture_time is not None:
+            # the frame's age when it was read: now's wall clock, less the time since the read
+            age = (self.wall_clock() - frame.capture_time).total_seconds() - (now - frame.seen_at)
+            if age < 0:
+                state.clock_ahead = (state.clock_ahead + 1) % UINT32_WRAP
+                age = 0.0
+            state.frame_lag_ms = age * 1000.0
+            self.changed.add(frame.line)
+            started = frame.seen_at - age
+        due = started + self.deadline_s(frame.line)
         self._pending[key] = _Pending(frame, due)
         self._pushed += 1
         heapq.heappush(self._due, (due, self._pushed, key))
@@ -220,7 +269,9 @@ class DeadlineTracker:
         state = self.line(line)
         earlier = self._decided.get(key)
         if earlier is not None:
-            if earlier == "TIMEOUT":
+            if earlier == "STALE":
+                state.stale = (state.stale + 1) % UINT32_WRAP
+            elif earlier == "TIMEOUT":
                 state.late = (state.late + 1) % UINT32_WRAP
             else:
                 state.duplicate = (state.duplicate + 1) % UINT32_WRAP
@@ -230,6 +281,25 @@ class DeadlineTracker:
         frame = pending.frame if pending else None
         if isinstance(event, VerdictArrived):
             v = event.verdict
+            if self._overdue(line, pending, v.capture_time, now):
+                # the part's deadline passed before its verdict came: the PLC has rejected it
+                state.late = (state.late + 1) % UINT32_WRAP
+                return [
+                    self._publish(
+                        line,
+                        key,
+                        "TIMEOUT",
+                        now,
+                        pending,
+                        frame_id=v.frame_id,
+                        part_id=v.part_id,
+                        capture_sequence=v.sequence,
+                        camera=v.camera,
+                        product=v.product,
+                        capture_time=v.capture_time,
+                        reason="deadline",
+                    )
+                ]
             return [
                 self._publish(
                     line,
@@ -269,6 +339,17 @@ class DeadlineTracker:
             )
         ]
 
+    def _overdue(
+        self, line: str, pending: _Pending | None, capture: datetime | None, now: float
+    ) -> bool:
+        """A decision that comes after the part's deadline: its frame's, or (frame not seen)
+        capture + deadline on the wall clock."""
+        if pending is not None:
+            return pending.due <= now
+        if not self.from_capture or capture is None:
+            return False
+        return (self.wall_clock() - capture).total_seconds() > self.deadline_s(line)
+
     def _publish(
         self,
         line: str,
@@ -284,7 +365,7 @@ class DeadlineTracker:
             sequence=state.next_sequence(),
             verdict=decision,
             published_time=self.wall_clock(),
-            waited_ms=(now - pending.frame.seen_at) * 1000.0 if pending else None,
+            waited_ms=self._waited_ms(pending, fields.get("capture_time"), now),
             deadline_ms=self.deadline_s(line) * 1000.0,
             **fields,
         )
@@ -293,3 +374,9 @@ class DeadlineTracker:
         self._decided.remember(key, decision)
         self.changed.add(line)
         return outcome
+
+    def _waited_ms(self, pending: _Pending | None, capture: object, now: float) -> float | None:
+        """From capture (deadlines from capture times) or from the frame seen, to now."""
+        if self.from_capture and isinstance(capture, datetime):
+            return max(0.0, (self.wall_clock() - capture).total_seconds() * 1000.0)
+        return (now - pending.frame.seen_at) * 1000.0 if pending else None

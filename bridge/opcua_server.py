@@ -70,6 +70,9 @@ LINE_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "RejectedCount": (V.UInt32, 0),
     "LateCount": (V.UInt32, 0),  # verdicts after their part's TIMEOUT (not published)
     "DuplicateCount": (V.UInt32, 0),  # replays of a decided part (not published)
+    "StaleCount": (V.UInt32, 0),  # parts captured a deadline before the bridge started
+    "ClockAheadCount": (V.UInt32, 0),  # capture times ahead of the bridge's clock
+    "FrameLagMs": (V.Double, math.nan),  # capture -> the bridge reading the frame, latest
     # the last RECENT outcomes, newest first (index 0 = this Sequence), for a PLC that polls
     "RecentSequence": (V.UInt32, [0] * RECENT),
     "RecentPartId": (V.String, [""] * RECENT),
@@ -122,14 +125,18 @@ def recent_values(recent: Iterable[Outcome]) -> dict[str, list]:
     }
 
 
-def counter_values(state: LineState) -> dict[str, int]:
+def counter_values(state: LineState) -> dict[str, Any]:
+    """The line's counters and its frame lag (NaN until a frame with a capture time is read)."""
     return {
+        "FrameLagMs": math.nan if state.frame_lag_ms is None else state.frame_lag_ms,
         "OkCount": state.ok,
         "NgCount": state.ng,
         "TimeoutCount": state.timeout,
         "RejectedCount": state.rejected,
         "LateCount": state.late,
         "DuplicateCount": state.duplicate,
+        "StaleCount": state.stale,
+        "ClockAheadCount": state.clock_ahead,
     }
 
 

@@ -45,8 +45,9 @@ class Outcome(BaseModel):
     published_time: UtcDatetime
     waited_ms: float | None = Field(
         default=None,
-        description="From the bridge seeing the frame to this outcome (null: the frame was "
-        "not seen, e.g. the verdict came first or the bridge started after it).",
+        description="From the part's capture to this outcome, on the bridge's clock (deadlines "
+        "from capture); from the bridge seeing the frame (deadlines from the frame seen; null: "
+        "the frame was not seen, e.g. the verdict came first).",
     )
     deadline_ms: float = Field(description="The line's deadline when this was decided.")
 

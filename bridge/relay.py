@@ -24,6 +24,8 @@ from planes.logs import get_logger
 log = get_logger(__name__)
 
 HEARTBEAT_S = 1.0
+#: How often a line whose frames reach the bridge later than its deadline is logged.
+BEHIND_LOG_S = 10.0
 _STOP = object()
 
 
@@ -32,11 +34,16 @@ class Relay:
 
     def __init__(self, settings: BridgeSettings, *, opcua: bool = True) -> None:
         self.settings = settings
-        self.tracker = DeadlineTracker(settings.deadline_s, settings.dedup_frames)
+        self.tracker = DeadlineTracker(
+            settings.deadline_s,
+            settings.dedup_frames,
+            from_capture=settings.deadline_from == "capture",
+        )
         self.plc = PlcServer(settings) if opcua else None
         self.mqtt = MqttOutput(settings) if settings.mqtt_url else None
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._behind_logged: dict[str, float] = {}
 
     def stop(self) -> None:
         """Thread-safe: ends `run()` after the batch in hand."""
@@ -62,7 +69,11 @@ class Relay:
         )
         reader = threading.Thread(target=source.run, name="kafka-reader", daemon=True)
         reader.start()
-        log.info("bridge started", deadline_ms=self.settings.deadline_ms)
+        log.info(
+            "bridge started",
+            deadline_ms=self.settings.deadline_ms,
+            deadline_from=self.settings.deadline_from,
+        )
         next_beat = time.monotonic()
         try:
             while True:
@@ -85,6 +96,23 @@ class Relay:
             if self.plc is not None:
                 await self.plc.stop()
             log.info("bridge stopped")
+
+    def _say_if_behind(self, states: list) -> None:
+        """A warning (at most every BEHIND_LOG_S per line) while frames reach the bridge after
+        their deadline: their parts get TIMEOUT however soon they are judged."""
+        now = time.monotonic()
+        for state in states:
+            lag, deadline_ms = state.frame_lag_ms, self.settings.deadline_s(state.line) * 1000
+            if lag is None or lag <= deadline_ms:
+                continue
+            if now - self._behind_logged.get(state.line, -BEHIND_LOG_S) >= BEHIND_LOG_S:
+                self._behind_logged[state.line] = now
+                log.warning(
+                    "frames reach the bridge after their deadline",
+                    line=state.line,
+                    frame_lag_ms=round(lag, 1),
+                    deadline_ms=deadline_ms,
+                )
 
     async def _next_items(self, timeout: float) -> list[Any]:
         """What the reader delivered by `timeout` seconds from now: all of it, or nothing."""
@@ -112,6 +140,7 @@ class Relay:
                 outcomes += self.tracker.handle(event, time.monotonic())
         outcomes += self.tracker.expire(time.monotonic())
         changed = [self.tracker.lines[line] for line in sorted(self.tracker.take_changed())]
+        self._say_if_behind(changed)
         if self.plc is not None:
             await self.plc.publish(outcomes, changed)
         if self.mqtt is not None:

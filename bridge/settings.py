@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -69,8 +69,14 @@ class BridgeSettings(KafkaSettings, LogSettings):
     deadline_ms: float = Field(
         default=500.0,
         gt=0,
-        description="A part whose frame the bridge saw gets TIMEOUT when no verdict or dead "
-        "letter came within this many milliseconds, measured on the bridge's own clock.",
+        description="A part gets TIMEOUT when no verdict or dead letter came within this many "
+        "milliseconds of its capture (or of the bridge reading its frame: deadline_from).",
+    )
+    deadline_from: Literal["capture", "seen"] = Field(
+        default="capture",
+        description="capture: TIMEOUT at the frame's capture time + the deadline, on the "
+        "bridge's wall clock (camera and bridge clocks synchronised, NTP or PTP); seen: from "
+        "when the bridge read the frame, on its monotonic clock (clocks not synchronised).",
     )
     line_deadlines_ms: dict[str, float] = Field(
         default_factory=dict,
