@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import signal
 import socket
 import sys
@@ -69,6 +70,7 @@ def serve(args: argparse.Namespace) -> int:
 
     plane = connect()
     settings = plane.settings
+    _yield_the_cpu(settings.trainer_nice)
     metrics = TrainerMetrics()
     health = TrainerHealth(livez_stall_s=settings.trainer_livez_stall_s)
     serve_http(
@@ -85,6 +87,21 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, service.stop)
     service.serve()
     return 0
+
+
+def _yield_the_cpu(niceness: int) -> None:
+    """Lower this process's CPU priority to `niceness` (never raise it): the line first.
+
+    The training threads torch starts inherit it. Within one container or host the
+    kernel then gives the workers the CPU they ask for and the training what is left;
+    across containers the deployment's CPU weights do (compose `cpu_shares`, k8s requests).
+    """
+    from planes.logs import get_logger
+
+    current = os.nice(0)
+    if niceness > current:
+        os.nice(niceness - current)
+    get_logger(__name__).info("trainer priority", niceness=os.nice(0))
 
 
 def lifecycle(args: argparse.Namespace) -> int:

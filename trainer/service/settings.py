@@ -69,6 +69,13 @@ class TrainerSettings(_recipe_settings()):  # type: ignore[misc]
         description="/livez fails when the service loop has not turned for this long outside "
         "a run (a run holds the loop; its lock shows it is alive).",
     )
+    trainer_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness `serve` lowers itself to at start: a retrain on the same "
+        "cores as the workers takes only the CPU they leave (0: as the workers).",
+    )
 
     # --- data lifecycle: S3 rules set by `kenpin-trainer lifecycle` and at `serve` --
     heatmaps_retention_days: int = Field(
