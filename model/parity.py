@@ -10,7 +10,13 @@ seeing it. So the same frames are judged by torch fp32 and by the runtime, and:
 - every anomaly map is within `MAP_TOLERANCE` (5 %) of the threshold, pixel by
   pixel (a map is shown to operators, a score decides: maps get more room, and
   bf16 is coarser pixel by pixel than on the maximum);
-- the verdict (score > threshold, as the worker decides) agrees on every frame.
+- the verdict (score > threshold, as the worker decides) agrees on every frame whose
+  torch score lies farther from the threshold than `SCORE_TOLERANCE`. A part that
+  scores within the tolerance of the threshold is a coin toss for any two
+  implementations of the same arithmetic (summation order alone moves the last
+  digits); holding those to agreement would refuse a sound export whenever a held-out
+  image happens to land on the threshold, and accepting a runtime whose scores are
+  within tolerance already accepts that band.
 
 The worker checks a release's export on a fixed set of synthetic frames when it
 loads it (`model.loading.load_model`); the trainer checks it on held-out
@@ -101,7 +107,8 @@ def check_parity(
                 if map_error > MAP_TOLERANCE:
                     problems.append(f"map off by {100 * map_error:.2f} % of the threshold")
                 ours, theirs = got.scores[offset] > threshold, ref.scores[offset] > threshold
-                if ours != theirs:
+                on_the_line = abs(float(ref.scores[offset]) - threshold) <= SCORE_TOLERANCE * scale
+                if ours != theirs and not on_the_line:
                     problems.append(f"verdict {_verdict(ours)}, torch fp32 says {_verdict(theirs)}")
                 if problems:
                     report.disagreements.append(

@@ -141,3 +141,32 @@ def test_an_export_of_another_network_is_refused_by_parity(release, tmp_path):
         load_model(folder, device="cpu"), folder, GateImages(real_images()), ["onnxruntime"]
     )
     assert reasons and all(r.startswith("export fails parity") for r in reasons)
+
+
+def on_threshold(model, product: str, threshold: float):
+    """`model` with `product`'s threshold moved to `threshold`."""
+    products = dict(model.manifest.products)
+    products[product] = products[product].model_copy(update={"threshold": threshold})
+    model.manifest = model.manifest.model_copy(update={"products": products})
+    return model
+
+
+@pytest.mark.parametrize(("nudge", "ok"), [(0.005, True), (0.02, False)])
+def test_a_part_on_the_threshold_may_tip_only_within_the_tolerance(release, nudge, ok):
+    """A frame scoring exactly at the threshold is NG for a runtime a hair above torch:
+    accepted while the hair is within SCORE_TOLERANCE, refused beyond it."""
+    folder, frames, products = release
+    reference = load_model(folder, device="cpu")
+    first = float(reference.scores(frames[:1])[0])
+    reference = on_threshold(reference, products[0], first)
+    tipped = load_model(folder, device="cpu", runtime="onnxruntime")
+    engine = tipped.engine
+
+    def higher(batch):
+        judged = engine(batch)
+        return Judgement(judged.scores + nudge * first, judged.maps)
+
+    tipped.engine = higher
+    report = check_parity(reference, tipped, frames[:1], products[:1])
+    assert float(tipped.scores(frames[:1])[0]) > first  # the verdict did tip
+    assert report.ok is ok, report.disagreements
