@@ -50,8 +50,8 @@ from model.release import (
     read_manifest,
     verify_files,
 )
-from model.runtime import InspectionModel
-from model.runtimes import EXPORT_FILES, ONNX_FILE, check_choice, open_export
+from model.runtime import InspectionModel, resolve_device
+from model.runtimes import EXPORT_FILES, ONNX_FILE, choose_runtime, open_export
 from schemas.manifest import ModelManifest
 
 log = structlog.get_logger(__name__)
@@ -112,9 +112,10 @@ def load_model(
 
     With `runtime` onnxruntime or openvino, the release's export runs it, once it
     passed the parity check; a release without an export is served by torch.
+    "auto" is the fastest runtime on `device` (`model.runtimes.choose_runtime`).
     `manifest`: as `load_network`'s.
     """
-    check_choice(runtime, precision)
+    runtime = choose_runtime(runtime, resolve_device(device).type, precision)
     network, manifest = load_network(path, manifest)
     if runtime == "torch":
         return InspectionModel(network, manifest, device=device, precision=precision)

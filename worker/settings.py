@@ -20,7 +20,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 
 from model.images import DEFAULT_MAX_PIXELS
-from model.runtimes import RUNTIMES, Device, Precision, Runtime, check_choice
+from model.runtimes import RUNTIMES, Device, Precision, RuntimeChoice, check_choice
 from planes.settings import KafkaSettings, PlaneSettings
 from schemas.object_layout import MANIFEST_FILE
 from schemas.redis_keys import CURRENT_KEY
@@ -187,9 +187,10 @@ class WorkerSettings(KafkaSettings, PlaneSettings):
     model_s3_key: str | None = Field(
         default=None, description="Object key prefix of an artifact to fetch at start."
     )
-    runtime: Runtime = Field(
-        default="torch",
-        description="What runs the network: torch, or the release's ONNX export through "
+    runtime: RuntimeChoice = Field(
+        default="auto",
+        description="What runs the network: auto (the fastest where the worker runs: "
+        "openvino on a CPU, torch on CUDA), torch, or the release's ONNX export through "
         "onnxruntime or openvino (served only once it judges as torch fp32 does; a release "
         "without an export is served by torch, with a warning). Precisions: "
         + ", ".join(f"{name} {'/'.join(spec.precisions)}" for name, spec in RUNTIMES.items())

@@ -4,7 +4,9 @@
 - `onnxruntime`: the release's `network.onnx` through ONNX Runtime (CPU, or the
   CUDA/TensorRT providers where they are installed);
 - `openvino`: the same export through OpenVINO's CPU plugin (f32, or bf16 on CPUs
-  with AMX/AVX512-BF16).
+  with AMX/AVX512-BF16);
+- `auto` (the worker's default): the one that serves fastest where the worker runs
+  (`choose_runtime`): OpenVINO on a CPU, torch on CUDA.
 
 An engine takes a batch of prepared frames, (N, S, S, 3) uint8 RGB, and returns
 image scores (N,) and anomaly maps (N, S, S), float32 on the host: the whole
@@ -15,6 +17,7 @@ sha256, and checked against torch fp32 before it is served (`model.parity`).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, get_args
@@ -25,6 +28,8 @@ from model.judgement import Judgement
 
 #: What runs a release's network on the line (`KENPIN_RUNTIME`).
 Runtime = Literal["torch", "onnxruntime", "openvino"]
+#: What `KENPIN_RUNTIME` accepts: a runtime, or "auto" for the fastest where it runs.
+RuntimeChoice = Literal["auto", "torch", "onnxruntime", "openvino"]
 #: Numeric precision of inference (torch: autocast; openvino: inference precision hint).
 Precision = Literal["fp32", "bf16", "fp16"]
 #: Where a process computes; "auto": CUDA when present, else the CPU.
@@ -50,6 +55,7 @@ RUNTIMES: dict[Runtime, RuntimeSpec] = {
     "openvino": RuntimeSpec(("fp32", "bf16"), ("fp32", "bf16"), runs_export=True),
 }
 assert set(RUNTIMES) == set(get_args(Runtime)), "every Runtime has its RuntimeSpec"
+assert set(get_args(RuntimeChoice)) == {"auto", *RUNTIMES}, "every Runtime can be chosen"
 #: The runtimes of the ONNX export: what the release gate checks it through.
 EXPORT_RUNTIMES: tuple[Runtime, ...] = tuple(n for n, s in RUNTIMES.items() if s.runs_export)
 #: Every precision some runtime accepts.
@@ -72,12 +78,36 @@ class Engine(Protocol):
 
 
 def check_choice(runtime: str, precision: str) -> None:
-    """ValueError unless `runtime` is known and runs at `precision`."""
+    """ValueError unless `runtime` is known and runs at `precision` ("auto": any precision)."""
+    if runtime == "auto" and precision in PRECISIONS:
+        return
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}, not {runtime!r}")
     accepted = RUNTIMES[runtime].precisions  # type: ignore[index]
     if precision not in accepted:
         raise ValueError(f"runtime {runtime} runs at {list(accepted)}, not {precision!r}")
+
+
+def choose_runtime(choice: str, device_type: str, precision: str) -> Runtime:
+    """`choice`, or for "auto" the runtime that serves fastest on `device_type` at `precision`.
+
+    On a CPU that is OpenVINO, where it is installed and runs `precision`: it runs each
+    frame of a batch as its own request over the CPU's streams, where torch runs one
+    batch on all cores (docs/results.md, the model path by runtime). On CUDA it is
+    torch: the OpenVINO plugin here is the CPU's, and onnxruntime's CUDA providers are
+    an install option, not a given. Either way the export serves only after it judged
+    as torch fp32 does (`model.loading.load_model`).
+    """
+    check_choice(choice, precision)
+    if choice != "auto":
+        return choice  # type: ignore[return-value]
+    if (
+        device_type == "cpu"
+        and precision in RUNTIMES["openvino"].precisions
+        and importlib.util.find_spec("openvino") is not None
+    ):
+        return "openvino"
+    return "torch"
 
 
 def open_export(runtime: str, path: Path, precision: str = "fp32", device: str = "auto") -> Engine:

@@ -14,8 +14,10 @@ from model.artifact import save_artifact
 from model.loading import load_model
 from model.network import StudentTeacher
 from model.runtime import InspectionModel
+from model.runtimes import choose_runtime
 from model.runtimes.folding import serving_copy
 from schemas.manifest import ModelManifest, ProductThreshold, ReleaseFile
+from trainer.learning.export import add_onnx_export
 from worker.settings import WorkerSettings
 
 SIZE = 64
@@ -106,3 +108,33 @@ def test_openvino_returns_each_frames_result_in_its_place(tmp_path, streams):
         assert judged.scores[index] == pytest.approx(alone.scores[0], rel=1e-5)
         np.testing.assert_allclose(judged.maps[index], alone.maps[0], rtol=1e-4, atol=1e-5)
     assert len(set(judged.scores.tolist())) == 7  # distinct frames: a mix-up could not pass
+
+
+@pytest.mark.parametrize(
+    ("choice", "device", "precision", "chosen"),
+    [
+        ("auto", "cpu", "fp32", "openvino"),  # the faster on a CPU
+        ("auto", "cpu", "bf16", "openvino"),
+        ("auto", "cpu", "fp16", "torch"),  # OpenVINO's CPU plugin here runs no fp16
+        ("auto", "cuda", "fp32", "torch"),  # the OpenVINO plugin here is the CPU's
+        ("torch", "cpu", "fp32", "torch"),  # a runtime named is the runtime served
+        ("onnxruntime", "cuda", "fp16", "onnxruntime"),
+    ],
+)
+def test_auto_chooses_the_faster_runtime_for_the_device(choice, device, precision, chosen):
+    assert choose_runtime(choice, device, precision) == chosen
+
+
+def test_the_worker_chooses_its_runtime_by_default():
+    assert WorkerSettings().runtime == "auto"
+
+
+def test_auto_serves_a_release_with_export_through_openvino_on_a_cpu(tmp_path):
+    network = trained_looking()
+    add_onnx_export(network, save_artifact(network, manifest(), tmp_path), tmp_path)
+    model = load_model(tmp_path, device="cpu", runtime="auto")
+    assert model.runtime == "openvino"
+    reference = load_model(tmp_path, device="cpu", runtime="torch")
+    np.testing.assert_allclose(
+        model.judge(frames(2)).scores, reference.judge(frames(2)).scores, rtol=1e-3
+    )
