@@ -4,6 +4,11 @@ The Kafka value is this model as JSON on `kenpin.verdicts.<line>`, keyed by
 camera id. Every field a sorter or a dashboard needs is in the value itself, so
 a consumer never has to look at the frame or its headers: the PLC's part id
 and the capture sequence number, when the camera sent them, are copied here.
+
+A verdict record also carries `WorkerStages` in its `kenpin-stages` header: when
+the worker took the frame from the broker, began and ended its forward pass.
+Observability only (the latency budget, `deploy.benchmarks.latency_budget`); a
+consumer that ignores headers misses nothing it needs to sort parts.
 """
 
 from __future__ import annotations
@@ -20,6 +25,35 @@ from schemas.frames import CaptureSequence, FrameHeaders, PartId
 VERDICT_SCHEMA_VERSION = 2
 
 Result = Literal["ok", "ng"]
+
+
+#: Kafka header of a verdict record holding its `WorkerStages` (JSON).
+STAGES_HEADER = "kenpin-stages"
+
+
+class WorkerStages(BaseModel):
+    """Where the worker spent a frame's time, on the worker's wall clock (epoch ms).
+
+    Capture (the frame's header) -> `polled` is the way in (camera, broker, fetch);
+    `polled` -> `judging` the decode and the wait for a batch; `judging` -> `judged`
+    the forward pass of the frame's batch; the verdict record's own timestamp is when
+    it was produced.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    polled: float = Field(description="When the worker's consumer returned the frame.")
+    judging: float = Field(description="When the forward pass of the frame's batch began.")
+    judged: float = Field(description="When that forward pass ended.")
+
+    def to_kafka_header(self) -> tuple[str, bytes]:
+        return STAGES_HEADER, self.model_dump_json().encode()
+
+    @classmethod
+    def from_kafka_headers(cls, headers: list[tuple[str, bytes]] | None) -> Self | None:
+        """The stages a verdict record carries; None for a record without (older workers)."""
+        raw = next((v for k, v in headers or () if k == STAGES_HEADER), None)
+        return None if raw is None else cls.model_validate_json(raw)
 
 
 class Verdict(BaseModel):

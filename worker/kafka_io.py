@@ -39,7 +39,7 @@ from kafka.producer.future import FutureRecordMetadata
 from planes.kafka import fetch_options, security_config
 from schemas.deadletters import DeadLetter
 from schemas.topics import VERDICTS_TOPIC_PREFIX, verdict_topic
-from schemas.verdicts import Verdict
+from schemas.verdicts import Verdict, WorkerStages
 
 if TYPE_CHECKING:
     from worker.settings import WorkerSettings
@@ -174,16 +174,21 @@ def make_producer(
 
 
 def send_verdict(
-    producer: KafkaProducer, verdict: Verdict, prefix: str = VERDICTS_TOPIC_PREFIX
+    producer: KafkaProducer,
+    verdict: Verdict,
+    prefix: str = VERDICTS_TOPIC_PREFIX,
+    stages: WorkerStages | None = None,
 ) -> FutureRecordMetadata:
     """Publish `verdict` to its line's topic, keyed by camera so a camera's verdicts stay ordered.
 
-    Returns the send future; the loop waits on it before committing the frame's offset.
+    `stages` go in the record's `kenpin-stages` header. Returns the send future; the
+    loop waits on it before committing the frame's offset.
     """
     return producer.send(
         verdict_topic(verdict.line, prefix),
         key=verdict.camera.encode(),
         value=verdict.to_json(),
+        headers=[stages.to_kafka_header()] if stages is not None else None,
     )
 
 

@@ -63,6 +63,8 @@ NAMESPACE = "kenpin"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # From a fast GPU batch to a line that is falling behind.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: A frame's stages in the worker: a millisecond or two to seconds behind a backlog.
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # One forward pass: a few ms for a small batch on a GPU to seconds for a large one on a CPU.
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: The `product` label of a dead letter whose frame named none (headers missing or unreadable).
@@ -108,6 +110,16 @@ class WorkerMetrics:
             ["line", "product"],
             namespace=NAMESPACE,
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stages = Histogram(
+            "frame_stage_seconds",
+            "Where a frame's time went in the worker: to_worker (capture to the worker's poll: "
+            "camera, broker, fetch), queue (decode and batch wait), model (its batch's forward "
+            "pass).",
+            ["stage"],
+            namespace=NAMESPACE,
+            buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
         self.inference = Histogram(

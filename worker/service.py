@@ -45,7 +45,7 @@ from schemas.deadletters import DeadLetter, DeadLetterReason
 from schemas.frames import FrameHeaders, FrameHeadersError, part_identity
 from schemas.object_layout import heatmap_key
 from schemas.topics import line_from_topic, verdict_topic
-from schemas.verdicts import Verdict
+from schemas.verdicts import Verdict, WorkerStages
 from worker.decode import decode_frame
 from worker.heatmap_backlog import HeatmapBacklog, HeatmapJob
 from worker.hot_swap import HotSwap
@@ -96,7 +96,8 @@ class Pending:
 
     record: Any  # kafka ConsumerRecord
     decoded: Future[Decoded]
-    polled_at: float
+    polled_at: float  # monotonic: the batch policy's clock
+    polled_wall: float  # epoch seconds: the latency budget's clock, as the capture time's
 
 
 class Worker:
@@ -170,6 +171,7 @@ class Worker:
             "worker started",
             model=self.model.version,
             device=str(self.model.device),
+            runtime=self.model.runtime,
             precision=self.model.precision,
             pattern=self.settings.frames_topic_pattern,
         )
@@ -211,12 +213,13 @@ class Worker:
         self.flow_control()
         wait_ms = self._poll_timeout_ms()
         polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.settings.max_batch * 4)
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         arrived = 0
         for records in polled.values():
             arrived += len(records)
             for record in records:
-                self.buffer.append(Pending(record, self.decoders.submit(self._decode, record), now))
+                decoding = self.decoders.submit(self._decode, record)
+                self.buffer.append(Pending(record, decoding, now, wall))
         if self._batch_due(arrived):
             self.judge_batch(
                 [
@@ -370,16 +373,21 @@ class Worker:
                     )
                 ]
         if frames:
-            started = time.perf_counter()
+            started, judging = time.perf_counter(), time.time()
             judgement = model.judge([d.prepared for _, d in frames])
             self.metrics.inference.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(frames))
+            judged = time.time()
             index = {id(p): i for i, p in enumerate(batch)}
             for (pending, decoded), score, amap in zip(
                 frames, judgement.scores, judgement.maps, strict=True
             ):
+                stages = WorkerStages(
+                    polled=pending.polled_wall * 1000, judging=judging * 1000, judged=judged * 1000
+                )
+                self._observe_stages(decoded.headers, stages)
                 outputs[index[id(pending)]] = self._verdict(
-                    model, pending, decoded, float(score), amap
+                    model, pending, decoded, float(score), amap, stages
                 )
         for i, pending in enumerate(batch):
             record = pending.record
@@ -394,6 +402,7 @@ class Worker:
         decoded: Decoded,
         score: float,
         amap: np.ndarray,
+        stages: WorkerStages | None = None,
     ) -> list[Output]:
         headers = decoded.headers  # headers.line is the topic's line (checked at decode)
         threshold = model.threshold(headers.product, headers.line)
@@ -419,7 +428,9 @@ class Worker:
         outputs = [
             self._send(
                 "verdict",
-                lambda: send_verdict(self.producer, verdict, self.settings.verdicts_topic_prefix),
+                lambda: send_verdict(
+                    self.producer, verdict, self.settings.verdicts_topic_prefix, stages
+                ),
                 topic,
                 partitions,
             )
@@ -436,6 +447,16 @@ class Worker:
             job = HeatmapJob(headers, pending.record.value, decoded.original, amap, threshold)
             outputs.append(Output(self.heatmaps.submit(job)))
         return outputs
+
+    def _observe_stages(self, headers: FrameHeaders, stages: WorkerStages) -> None:
+        """Each stage of a frame's way through the worker, as `kenpin_frame_stage_seconds`."""
+        captured = headers.capture_time.timestamp() * 1000
+        for stage, ms in (
+            ("to_worker", stages.polled - captured),
+            ("queue", stages.judging - stages.polled),
+            ("model", stages.judged - stages.judging),
+        ):
+            self.metrics.stages.labels(stage=stage).observe(max(0.0, ms / 1000))
 
     def _dead_letter(self, record: Any, exc: Rejected) -> Output:
         part_id, sequence = part_identity(record.headers)

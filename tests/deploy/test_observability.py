@@ -47,6 +47,7 @@ DASHBOARD_MUST_SHOW = {
     "kenpin_verdicts_total",
     "kenpin_deadletters_total",
     "kenpin_frame_latency_seconds_bucket",
+    "kenpin_frame_stage_seconds_bucket",
     "kenpin_inference_seconds_bucket",
     "kafka_consumergroup_lag",
     "kenpin_heatmap_backlog",

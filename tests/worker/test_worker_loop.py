@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
+from prometheus_client import generate_latest
 
 from model.network import StudentTeacher
 from model.runtime import InspectionModel
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders
 from schemas.manifest import ModelManifest, Normalisation, ProductThreshold
-from schemas.verdicts import Verdict
+from schemas.verdicts import Verdict, WorkerStages
 from worker import service
 from worker.settings import WorkerSettings
 
@@ -59,11 +60,13 @@ class FakeSend:
 class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []  # of each record sent
         self.fail = False
         self.hold: list[FakeSend] | None = None
 
     def send(self, topic, key=None, value=None, headers=None):
         self.sent.append((topic, value))
+        self.headers.append(headers)
         future = FakeSend(fail=self.fail, pending=self.hold is not None)
         if self.hold is not None:
             self.hold.append(future)
@@ -420,3 +423,19 @@ def test_under_a_backlog_the_batch_grows_to_its_size(model):
     worker.judge_batch = lambda batch: (batches.append(len(batch)), real(batch))
     run_steps(worker, 4)
     assert batches == [4, 1]  # max_batch 4: frames kept arriving until it was full
+
+
+def test_a_verdict_record_says_where_its_frame_spent_its_time(model):
+    """Capture <= polled <= judging <= judged <= produced, in the record's stages header."""
+    producer = FakeProducer()
+    sent = frame(0)
+    worker = make_worker(model, FakeConsumer([[sent]]), producer)
+    run_steps(worker, 2)
+    (stages,) = [WorkerStages.from_kafka_headers(h) for h in producer.headers]
+    captured = FrameHeaders.from_kafka_headers(sent.headers).capture_time.timestamp() * 1000
+    verdict = Verdict.from_json(producer.sent[0][1])
+    assert captured <= stages.polled <= stages.judging <= stages.judged
+    assert stages.judged <= verdict.decision_time.timestamp() * 1000 + 1  # ms rounding
+    text = generate_latest(worker.metrics.registry).decode()
+    for stage in ("to_worker", "queue", "model"):
+        assert f'kenpin_frame_stage_seconds_count{{stage="{stage}"}} 1.0' in text
