@@ -100,6 +100,7 @@ class LineState:
     duplicate: int = 0  # replays of a part already decided
     stale: int = 0  # frames and verdicts of parts captured before the bridge started
     clock_ahead: int = 0  # capture times ahead of the bridge's clock
+    unseen: int = 0  # verdicts of parts whose frame or announcement the bridge never read
     frame_lag_ms: float | None = None  # capture -> the bridge reading the frame, latest frame
     last: Outcome | None = None
 
@@ -281,6 +282,12 @@ class DeadlineTracker:
         frame = pending.frame if pending else None
         if isinstance(event, VerdictArrived):
             v = event.verdict
+            if pending is None:
+                # a frame is written before its verdict, so its part was never read: a camera
+                # that does not announce on a line read from its parts topic. Such parts get
+                # no TIMEOUT; the count says so.
+                state.unseen = (state.unseen + 1) % UINT32_WRAP
+                self.changed.add(line)
             if self._overdue(line, pending, v.capture_time, now):
                 # the part's deadline passed before its verdict came: the PLC has rejected it
                 state.late = (state.late + 1) % UINT32_WRAP

@@ -1,4 +1,11 @@
-"""The bridge's Kafka reader: frames (for their headers), verdicts and dead letters of every line.
+"""The bridge's Kafka reader: parts (or frames, for their headers), verdicts and dead letters.
+
+A part's deadline starts from its frame's headers. Where a line has a parts topic
+(`kenpin.parts.<line>`: the camera announces each frame there, headers without the
+image), the bridge reads that and never the line's frames: it fetches no image bytes,
+however large the images or fast the line. A line without one is read from its
+frames topic, as before; a line that gains one moves over at the next discovery (a
+part announced and also seen as a frame is one part: the tracker keys it by frame id).
 
 Its own client, because the bridge imports nothing of the worker (it runs
 beside the PLCs, often in another network zone); the settings mirror the
@@ -76,6 +83,7 @@ class KafkaSource:
         self.on_partitions = on_partitions
         self.consumer = consumer
         self.frames = re.compile(settings.frames_topic_pattern)
+        self.parts = re.compile(settings.parts_topic_pattern)
         self.verdicts = re.compile(settings.verdicts_topic_pattern)
         self.assigned: set[TopicPartition] = set()
         self.discovered_once = False
@@ -118,6 +126,7 @@ class KafkaSource:
         return (
             topic == self.settings.deadletter_topic
             or bool(self.frames.match(topic))
+            or bool(self.parts.match(topic))
             or bool(self.verdicts.match(topic))
         )
 
@@ -132,6 +141,12 @@ class KafkaSource:
             for topic in self.consumer.topics()
             if self.wanted(topic)
             for p in self.consumer.partitions_for_topic(topic) or ()
+        }
+        announced = {line_from_topic(tp.topic) for tp in partitions if self.parts.match(tp.topic)}
+        partitions = {
+            tp
+            for tp in partitions
+            if not (self.frames.match(tp.topic) and line_from_topic(tp.topic) in announced)
         }
         new = partitions - self.assigned
         if partitions == self.assigned and self.discovered_once:
@@ -170,6 +185,11 @@ class KafkaSource:
             for record in records:
                 if tp.topic == self.settings.deadletter_topic:
                     event = self._dead_letter(record, seen_at)
+                elif self.parts.match(tp.topic):
+                    announced = self._announced(record, seen_at)
+                    if announced is not None:
+                        frames.append(announced)
+                    continue
                 elif self.frames.match(tp.topic):
                     frames.append(self._frame(record, seen_at))
                     continue
@@ -188,17 +208,23 @@ class KafkaSource:
             # its dead letter will name it by where it lies; keep what can be read of the part
             part_id, sequence = part_identity(record.headers)
             return FrameSeen(line, where, seen_at, part_id=part_id, capture_sequence=sequence)
-        return FrameSeen(
-            line,
-            where,
-            seen_at,
-            frame_id=h.frame_id,
-            part_id=h.part_id,
-            capture_sequence=h.sequence,
-            camera=h.camera,
-            product=h.product,
-            capture_time=h.capture_time,
-        )
+        return _seen(record, seen_at, h)
+
+    def _announced(self, record: Any, seen_at: float) -> FrameSeen | None:
+        """A part announced: its frame's headers. Unreadable ones are skipped (logged): the
+        frame itself, with the same headers, becomes a dead letter that names it by where
+        it lies in the frames topic, which an announcement cannot stand in for."""
+        try:
+            h = FrameHeaders.from_kafka_headers(record.headers)
+        except FrameHeadersError as exc:
+            log.warning(
+                "unreadable part announcement, skipped",
+                topic=record.topic,
+                offset=record.offset,
+                error=str(exc),
+            )
+            return None
+        return _seen(record, seen_at, h)
 
     def _verdict(self, record: Any, seen_at: float) -> VerdictArrived | None:
         try:
@@ -224,3 +250,18 @@ class KafkaSource:
         if not self.frames.match(letter.source_topic):
             return None  # another plant's or a test's line: not ours to decide
         return DeadLetterArrived(line_from_topic(letter.source_topic), letter, seen_at)
+
+
+def _seen(record: Any, seen_at: float, h: FrameHeaders) -> FrameSeen:
+    """The part of a frame (or its announcement) whose headers were read."""
+    return FrameSeen(
+        line_from_topic(record.topic),
+        coordinates(record.topic, record.partition, record.offset),
+        seen_at,
+        frame_id=h.frame_id,
+        part_id=h.part_id,
+        capture_sequence=h.sequence,
+        camera=h.camera,
+        product=h.product,
+        capture_time=h.capture_time,
+    )

@@ -72,6 +72,7 @@ LINE_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "DuplicateCount": (V.UInt32, 0),  # replays of a decided part (not published)
     "StaleCount": (V.UInt32, 0),  # parts captured a deadline before the bridge started
     "ClockAheadCount": (V.UInt32, 0),  # capture times ahead of the bridge's clock
+    "UnseenCount": (V.UInt32, 0),  # verdicts of parts never read: no TIMEOUT guarded them
     "FrameLagMs": (V.Double, math.nan),  # capture -> the bridge reading the frame, latest
     # the last RECENT outcomes, newest first (index 0 = this Sequence), for a PLC that polls
     "RecentSequence": (V.UInt32, [0] * RECENT),
@@ -137,6 +138,7 @@ def counter_values(state: LineState) -> dict[str, Any]:
         "DuplicateCount": state.duplicate,
         "StaleCount": state.stale,
         "ClockAheadCount": state.clock_ahead,
+        "UnseenCount": state.unseen,
     }
 
 

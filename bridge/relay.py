@@ -44,6 +44,7 @@ class Relay:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._behind_logged: dict[str, float] = {}
+        self._unseen_logged: dict[str, tuple[float, int]] = {}  # line -> (when, count then)
 
     def stop(self) -> None:
         """Thread-safe: ends `run()` after the batch in hand."""
@@ -114,6 +115,22 @@ class Relay:
                     deadline_ms=deadline_ms,
                 )
 
+    def _say_if_unseen(self, states: list) -> None:
+        """A warning (at most every BEHIND_LOG_S per line) while verdicts come for parts the
+        bridge never read: a camera that does not announce where the line is read from."""
+        now = time.monotonic()
+        for state in states:
+            when, then = self._unseen_logged.get(state.line, (-BEHIND_LOG_S, 0))
+            if state.unseen == then or now - when < BEHIND_LOG_S:
+                continue
+            self._unseen_logged[state.line] = (now, state.unseen)
+            log.warning(
+                "verdicts for parts the bridge never read: no TIMEOUT guarded them",
+                line=state.line,
+                unseen=state.unseen,
+                hint="every camera of a line with a parts topic must announce its parts there",
+            )
+
     async def _next_items(self, timeout: float) -> list[Any]:
         """What the reader delivered by `timeout` seconds from now: all of it, or nothing."""
         try:
@@ -141,6 +158,7 @@ class Relay:
         outcomes += self.tracker.expire(time.monotonic())
         changed = [self.tracker.lines[line] for line in sorted(self.tracker.take_changed())]
         self._say_if_behind(changed)
+        self._say_if_unseen(changed)
         if self.plc is not None:
             await self.plc.publish(outcomes, changed)
         if self.mqtt is not None:

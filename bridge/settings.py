@@ -33,6 +33,7 @@ from schemas.topics import (
     DEADLETTER_TOPIC,
     FRAMES_TOPIC_PATTERN,
     MQTT_TOPIC_PREFIX,
+    PARTS_TOPIC_PATTERN,
     VERDICTS_TOPIC_PATTERN,
 )
 
@@ -52,7 +53,13 @@ class BridgeSettings(KafkaSettings, LogSettings):
     # --- Kafka: what the bridge reads (how it reaches the brokers: KafkaSettings) -----
     frames_topic_pattern: str = Field(
         default=FRAMES_TOPIC_PATTERN,
-        description="Regex of the frame topics: a frame seen starts its part's deadline.",
+        description="Regex of the frame topics: a frame seen starts its part's deadline "
+        "(read only for lines without a parts topic).",
+    )
+    parts_topic_pattern: str = Field(
+        default=PARTS_TOPIC_PATTERN,
+        description="Regex of the parts topics, where cameras announce each part with the "
+        "frame's headers and no image: a line that has one is read there, its frames never.",
     )
     verdicts_topic_pattern: str = Field(
         default=VERDICTS_TOPIC_PATTERN, description="Regex of the verdict topics."

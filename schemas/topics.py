@@ -7,6 +7,11 @@ to find kenpin's data on the broker:
   (value: the image bytes; headers: `schemas.frames.FrameHeaders`; key: the
   camera id). Workers subscribe by pattern (`FRAMES_TOPIC_PATTERN`), so a new
   line's topic is judged without restarting anything.
+- `kenpin.parts.<line>`: one record per frame with the frame's headers and no value,
+  written by the camera beside the frame: the part announced. The PLC bridge learns
+  of parts from it, so it never fetches image bytes (it reads a line's frames only
+  while the line has no parts topic). Once a line has one, every camera of the line
+  must announce there: a part the bridge has not heard of gets no TIMEOUT.
 - `kenpin.verdicts.<line>`: one `schemas.verdicts.Verdict` (JSON) per judged
   frame, keyed by camera id, so one camera's verdicts stay in order.
 - `kenpin.deadletter`: one `schemas.deadletters.DeadLetter` (JSON) per frame
@@ -27,6 +32,7 @@ from __future__ import annotations
 import re
 
 FRAMES_TOPIC_PREFIX = "kenpin.frames."
+PARTS_TOPIC_PREFIX = "kenpin.parts."
 VERDICTS_TOPIC_PREFIX = "kenpin.verdicts."
 DEADLETTER_TOPIC = "kenpin.deadletter"
 #: The Kafka consumer group of the workers (one group: each frame is judged once).
@@ -35,6 +41,11 @@ CONSUMER_GROUP = "kenpin-workers"
 
 def frames_topic(line: str, prefix: str = FRAMES_TOPIC_PREFIX) -> str:
     """`l1` -> `kenpin.frames.l1`."""
+    return f"{prefix}{line}"
+
+
+def parts_topic(line: str, prefix: str = PARTS_TOPIC_PREFIX) -> str:
+    """`l1` -> `kenpin.parts.l1`."""
     return f"{prefix}{line}"
 
 
@@ -70,6 +81,9 @@ def verdicts_topic_pattern(line_prefix: str = "", *, exact: bool = False) -> str
 
 #: What the PLC bridge reads besides the frames: every line's verdicts.
 VERDICTS_TOPIC_PATTERN = verdicts_topic_pattern()
+
+#: Where the PLC bridge hears of parts without their images: every line's announcements.
+PARTS_TOPIC_PATTERN = f"^{re.escape(PARTS_TOPIC_PREFIX)}.*"
 
 #: MQTT, the PLC bridge's optional output: `kenpin/<line>/verdict`, the last outcome retained.
 MQTT_TOPIC_PREFIX = "kenpin/"

@@ -26,7 +26,7 @@ from typing import NamedTuple, Protocol
 
 from schemas.common import utc_now
 from schemas.frames import CONTENT_TYPE_BY_EXTENSION, FrameHeaders, content_type_for_path
-from schemas.topics import FRAMES_TOPIC_PREFIX, frames_topic
+from schemas.topics import FRAMES_TOPIC_PREFIX, frames_topic, parts_topic
 
 # MVTec AD layout: <product>/{train,test}/<defect>/x.png, plus defect masks under
 # <product>/ground_truth/, which are annotations, not camera frames.
@@ -92,6 +92,7 @@ def stream_folder(
     *,
     part_id_prefix: str | None = None,
     sequence_start: int | None = None,
+    announce: bool = False,
     topic_prefix: str = FRAMES_TOPIC_PREFIX,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -108,11 +109,17 @@ def stream_folder(
     header); `part_id_prefix` names each part prefix + its number (the
     `kenpin-part-id` header; numbered from `sequence_start`, or from 1). Neither
     given: frames without part identity, as a camera without a PLC trigger sends.
+
+    `announce`: each frame's headers also go to the line's parts topic
+    (`kenpin.parts.<line>`, no value), where the PLC bridge learns of the part without
+    fetching its image.
     """
     images = list_images(Path(source_dir))
     if not images:
         raise ValueError(f"no .png/.jpg images under {source_dir}")
     topic = frames_topic(line, topic_prefix)
+    parts = parts_topic(line)
+    parts = parts_topic(line)
     key = camera.encode()
     total = len(images) if count is None else count
 
@@ -135,11 +142,12 @@ def stream_folder(
             capture_time=utc_now(),
             content_type=content_type_for_path(path),
         )
+        kafka_headers = headers.to_kafka_headers()
         futures.append(
-            producer.send(
-                topic, value=path.read_bytes(), key=key, headers=headers.to_kafka_headers()
-            )
+            producer.send(topic, value=path.read_bytes(), key=key, headers=kafka_headers)
         )
+        if announce:
+            futures.append(producer.send(parts, value=b"", key=key, headers=kafka_headers))
         sent.append(SentFrame(headers.frame_id, path, headers.part_id, headers.sequence))
     producer.flush()
     for future in futures:

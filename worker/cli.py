@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from schemas.topics import FRAMES_TOPIC_PREFIX, frames_topic
+from schemas.topics import FRAMES_TOPIC_PREFIX, frames_topic, parts_topic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         "--part-id-prefix",
         help="send a part id with every frame (kenpin-part-id header): this prefix and the "
         "frame's number, as a PLC's trigger would",
+    )
+    cam.add_argument(
+        "--announce",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also announce each part on the line's parts topic (kenpin.parts.<line>: the "
+        "frame's headers, no image), where the PLC bridge reads parts without their images",
     )
     cam.add_argument(
         "--sequence-start",
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         topics = TopicAdmin(settings, settings.topic_replication)
         try:
             topics.ensure(frames_topic(args.line), args.partitions)
+            if args.announce:
+                topics.ensure(parts_topic(args.line), args.partitions)
             producer = make_producer(settings, client_id=f"kenpin-camera-{args.camera}")
         except NoBrokersAvailable:
             print(_no_broker(settings), file=sys.stderr)
@@ -82,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.camera,
                 part_id_prefix=args.part_id_prefix,
                 sequence_start=args.sequence_start,
+                announce=args.announce,
             )
         finally:
             producer.close()

@@ -122,6 +122,16 @@ def test_a_verdict_before_its_frame_is_published_and_the_frame_starts_no_deadlin
     assert t.next_due() is None and t.expire(100.0) == []
 
 
+def test_a_verdict_of_a_part_never_read_is_counted_unseen():
+    """A camera that does not announce: its parts get verdicts but no TIMEOUT guarded them."""
+    t = tracker()
+    t.handle(frame(1, 0.0), 0.0)
+    t.handle(verdict(1, 0.1), 0.1)
+    assert t.lines["a"].unseen == 0
+    t.handle(verdict(2, 0.2), 0.2)
+    assert (t.lines["a"].unseen, t.lines["a"].ok) == (1, 2)
+
+
 def test_each_line_has_its_own_deadline_and_sequence():
     t = tracker()
     t.handle(frame(1, 0.0, "a"), 0.0)

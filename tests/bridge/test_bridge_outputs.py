@@ -198,3 +198,43 @@ def test_existing_partitions_are_read_from_their_end_new_ones_from_their_beginni
     source.discover()
     assert ("beginning", (TopicPartition("kenpin.frames.l2", 0),)) in consumer.calls
     assert reported[-1] == (4, {"l1", "l2"})
+
+
+def test_a_line_with_a_parts_topic_is_read_there_and_never_from_its_frames():
+    topics = {"kenpin.frames.l1": 2, "kenpin.parts.l1": 2, "kenpin.frames.l2": 1}
+    consumer = FakeConsumer(topics | {"kenpin.verdicts.l1": 1})
+    source = KafkaSource(BridgeSettings(), deliver=lambda events: None, consumer=consumer)
+    source.discover()
+    assert {tp.topic for tp in source.assigned} == {
+        "kenpin.parts.l1",  # l1's cameras announce: its images are never fetched
+        "kenpin.frames.l2",  # l2's do not: its frames are read for their headers
+        "kenpin.verdicts.l1",
+    }
+    consumer.topic_partitions["kenpin.parts.l2"] = 1  # l2 gains one: read there from now on
+    source._next_discovery = 0.0
+    source.discover()
+    assert "kenpin.frames.l2" not in {tp.topic for tp in source.assigned}
+    assert ("beginning", (TopicPartition("kenpin.parts.l2", 0),)) in consumer.calls
+
+
+def test_an_announced_part_is_seen_as_its_frame_and_an_unreadable_one_is_skipped():
+    source = KafkaSource(BridgeSettings(), deliver=lambda events: None)
+    frame = FrameHeaders(
+        frame_id="f1",
+        line="l1",
+        camera="cam-1",
+        product="washer",
+        capture_time=NOW,
+        content_type="image/png",
+        part_id="P1",
+        sequence=1,
+    )
+    polled = {
+        TopicPartition("kenpin.parts.l1", 0): [
+            record("kenpin.parts.l1", 0, b"", frame.to_kafka_headers()),
+            record("kenpin.parts.l1", 1, b"", [("kenpin-part-id", b"P2")]),
+        ]
+    }
+    [seen] = source.events(polled, seen_at=1.0)
+    assert isinstance(seen, FrameSeen)
+    assert (seen.line, seen.frame_id, seen.part_id, seen.capture_time) == ("l1", "f1", "P1", NOW)

@@ -122,6 +122,7 @@ def start_bridge(
         **os.environ,
         "KENPIN_BRIDGE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
         "KENPIN_BRIDGE_FRAMES_TOPIC_PATTERN": rf"^kenpin\.frames\.{run}-.*",
+        "KENPIN_BRIDGE_PARTS_TOPIC_PATTERN": rf"^kenpin\.parts\.{run}-.*",
         "KENPIN_BRIDGE_VERDICTS_TOPIC_PATTERN": rf"^kenpin\.verdicts\.{run}-.*",
         "KENPIN_BRIDGE_DEADLETTER_TOPIC": f"kenpin.deadletter.{run}",
         "KENPIN_BRIDGE_METADATA_MAX_AGE_MS": "500",

@@ -164,3 +164,17 @@ def test_part_ids_and_sequence_numbers_like_a_plc_trigger(mvtec):
     stream_folder(plain, "l1", mvtec, fps=0, count=1)
     names = [name for name, _ in plain.sent[0]["headers"]]
     assert "kenpin-part-id" not in names and "kenpin-sequence" not in names
+
+
+def test_announced_parts_carry_the_frames_headers_and_no_image(mvtec):
+    producer = FakeProducer()
+    sent = stream_folder(producer, "l1", mvtec, fps=0, announce=True, part_id_prefix="P-")
+    frames = [s for s in producer.sent if s["topic"] == "kenpin.frames.l1"]
+    parts = [s for s in producer.sent if s["topic"] == "kenpin.parts.l1"]
+    assert len(frames) == len(parts) == len(sent)
+    for frame, part in zip(frames, parts, strict=True):
+        assert part["headers"] == frame["headers"] and part["key"] == frame["key"]
+        assert part["value"] == b"" and frame["value"]
+    plain = FakeProducer()
+    stream_folder(plain, "l1", mvtec, fps=0)
+    assert {s["topic"] for s in plain.sent} == {"kenpin.frames.l1"}  # only when asked
