@@ -82,8 +82,14 @@ def verdicts_topic_pattern(line_prefix: str = "", *, exact: bool = False) -> str
 #: What the PLC bridge reads besides the frames: every line's verdicts.
 VERDICTS_TOPIC_PATTERN = verdicts_topic_pattern()
 
+
+def parts_topic_pattern(line_prefix: str = "", *, exact: bool = False) -> str:
+    """Regex of the parts topics whose line starts with `line_prefix` (all lines by default)."""
+    return f"^{re.escape(parts_topic(line_prefix))}{'$' if exact else '.*'}"
+
+
 #: Where the PLC bridge hears of parts without their images: every line's announcements.
-PARTS_TOPIC_PATTERN = f"^{re.escape(PARTS_TOPIC_PREFIX)}.*"
+PARTS_TOPIC_PATTERN = parts_topic_pattern()
 
 #: MQTT, the PLC bridge's optional output: `kenpin/<line>/verdict`, the last outcome retained.
 MQTT_TOPIC_PREFIX = "kenpin/"
