@@ -8,6 +8,8 @@ architecture); this module only serves it.
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +23,9 @@ from model.runtimes import Engine, check_choice
 from model.runtimes.torch_engine import TorchEngine
 from schemas.manifest import ModelManifest
 
+#: The CPU flags that decide inference speed, as benchmarks print them.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
 
 def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX), read from Linux's flags.
@@ -32,6 +37,18 @@ def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     except OSError:
         return True
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model, core count and `SPEED_FLAGS`: what a benchmark's figures depend on."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return f"{platform.processor() or platform.machine()}; {os.cpu_count()} CPUs"
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    found = " ".join(f for f in SPEED_FLAGS if f in flags)
+    return f"{model}; {os.cpu_count()} CPUs; flags: {found}"
 
 
 def fastest_precision(device: torch.device) -> str:

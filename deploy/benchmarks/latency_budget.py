@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -55,9 +54,7 @@ from typing import get_args
 
 import numpy as np
 from asyncua import Client, ua
-from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
@@ -65,6 +62,8 @@ from bridge.settings import BridgeSettings
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
+from deploy.local.tls import opcua_certificates
+from model.runtime import cpu_description
 from model.runtimes import RuntimeChoice
 from planes.settings import settings_env
 from schemas.common import utc_now
@@ -144,19 +143,6 @@ class Ledger:
     def part(self, frame_id: str | None) -> Part | None:
         with self.lock:
             return self.parts.get(frame_id or "")
-
-
-async def certificates(folder: Path) -> dict[str, Path]:
-    """A self-signed certificate for the bridge and one for the client (Basic256Sha256)."""
-    paths = {n: folder / n for n in ("server.pem", "server.der", "client.pem", "client.der")}
-    for who, uri, use in (
-        ("server", SERVER_URI, ExtendedKeyUsageOID.SERVER_AUTH),
-        ("client", CLIENT_URI, ExtendedKeyUsageOID.CLIENT_AUTH),
-    ):
-        await setup_self_signed_certificate(
-            paths[f"{who}.pem"], paths[f"{who}.der"], uri, "localhost", [use], {"commonName": who}
-        )
-    return paths
 
 
 def start_bridge(
@@ -369,20 +355,6 @@ def plot(parts: list[Part], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def cpu_flags() -> str:
-    """The CPU's model and the flags that decide inference speed (AVX2/AVX-512/VNNI/bf16/AMX)."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if "flags" in ln), [])
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), ""
-    )
-    return f"{model}; {os.cpu_count()} CPUs; flags: {' '.join(f for f in wanted if f in flags)}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -423,12 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no images under {args.images}")
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
-    print(f"cpu: {cpu_flags()}", flush=True)
+    print(f"cpu: {cpu_description()}", flush=True)
 
     line = f"lat{uuid.uuid4().hex[:6]}"
     ledger = Ledger()
     password = os.urandom(PASSWORD_BYTES).hex()
-    certs = asyncio.run(certificates(out))
+    certs = asyncio.run(opcua_certificates(out, SERVER_URI, CLIENT_URI))
     with LocalStack(out / "stack", broker_storage=args.broker_storage) as stack:
         bootstrap = stack.settings.kafka_bootstrap
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -541,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "cpu": cpu_flags(),
+                    "cpu": cpu_description(),
                     "fps": args.fps,
                     "runtime": args.runtime,
                     "broker_storage": args.broker_storage,

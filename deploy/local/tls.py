@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TlsFiles", "make_pki"]
+__all__ = ["TlsFiles", "make_pki", "opcua_certificates"]
 
 VALID_FOR = datetime.timedelta(days=1)
 
@@ -98,3 +98,20 @@ def make_pki(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) 
             )
         )
     return files
+
+
+async def opcua_certificates(folder: Path, server_uri: str, client_uri: str) -> dict[str, Path]:
+    """Self-signed certificates for an OPC UA server and one client (Basic256Sha256), made
+    as asyncua makes them: `server.pem` / `server.der`, `client.pem` / `client.der`.
+    For local runs only, like the rest of this module."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+
+    paths = {n: folder / n for n in ("server.pem", "server.der", "client.pem", "client.der")}
+    for who, uri, use in (
+        ("server", server_uri, ExtendedKeyUsageOID.SERVER_AUTH),
+        ("client", client_uri, ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
+        await setup_self_signed_certificate(
+            paths[f"{who}.pem"], paths[f"{who}.der"], uri, "localhost", [use], {"commonName": who}
+        )
+    return paths

@@ -83,14 +83,9 @@ def test_only_the_configured_user_with_its_password_gets_in():
     assert PasswordUsers("plc", "", allow_anonymous=True).get_user(None, "plc", "") is None
 
 
-def record(topic: str, offset: int, value: bytes = b"", headers=None):
-    return SimpleNamespace(topic=topic, partition=0, offset=offset, value=value, headers=headers)
-
-
-def test_kafka_records_become_events_frames_first():
-    settings = BridgeSettings(deadletter_topic="kenpin.deadletter")
-    source = KafkaSource(settings, deliver=lambda events: None)
-    frame = FrameHeaders(
+def part_f1() -> FrameHeaders:
+    """The headers of part P1's frame f1 on line l1."""
+    return FrameHeaders(
         frame_id="f1",
         line="l1",
         camera="cam-1",
@@ -100,6 +95,16 @@ def test_kafka_records_become_events_frames_first():
         part_id="P1",
         sequence=1,
     )
+
+
+def record(topic: str, offset: int, value: bytes = b"", headers=None):
+    return SimpleNamespace(topic=topic, partition=0, offset=offset, value=value, headers=headers)
+
+
+def test_kafka_records_become_events_frames_first():
+    settings = BridgeSettings(deadletter_topic="kenpin.deadletter")
+    source = KafkaSource(settings, deliver=lambda events: None)
+    frame = part_f1()
     verdict = Verdict.for_frame(frame, result="ok", score=0.1, threshold=0.5, model_version="m")
     letter = DeadLetter.from_record(
         reason=DeadLetterReason.CORRUPT_IMAGE,
@@ -219,16 +224,7 @@ def test_a_line_with_a_parts_topic_is_read_there_and_never_from_its_frames():
 
 def test_an_announced_part_is_seen_as_its_frame_and_an_unreadable_one_is_skipped():
     source = KafkaSource(BridgeSettings(), deliver=lambda events: None)
-    frame = FrameHeaders(
-        frame_id="f1",
-        line="l1",
-        camera="cam-1",
-        product="washer",
-        capture_time=NOW,
-        content_type="image/png",
-        part_id="P1",
-        sequence=1,
-    )
+    frame = part_f1()
     polled = {
         TopicPartition("kenpin.parts.l1", 0): [
             record("kenpin.parts.l1", 0, b"", frame.to_kafka_headers()),

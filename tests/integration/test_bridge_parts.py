@@ -57,6 +57,13 @@ def camera(stack: StackSettings, line: str, folder: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def ok_verdict(headers: list) -> bytes:
+    """The verdict a worker would send for the frame with these headers: OK."""
+    frame = FrameHeaders.from_kafka_headers(headers)
+    verdict = Verdict.for_frame(frame, result="ok", score=0.1, threshold=0.5, model_version="it-1")
+    return verdict.to_json()
+
+
 async def scenario(stack, url, certs, line: str, folder: Path, producer) -> Received:
     client = await connect(url, certs)
     try:
@@ -74,28 +81,11 @@ async def scenario(stack, url, certs, line: str, folder: Path, producer) -> Rece
         headers = part_headers(line, "washer", "J-1", 100)
         producer.send(f"kenpin.frames.{line}", key=b"cam-1", value=b"png", headers=headers)
         producer.send(f"kenpin.parts.{line}", key=b"cam-1", value=b"", headers=headers)
-        verdict = Verdict.for_frame(
-            FrameHeaders.from_kafka_headers(headers),
-            result="ok",
-            score=0.1,
-            threshold=0.5,
-            model_version="it-1",
-        )
-        producer.send(f"kenpin.verdicts.{line}", key=b"cam-1", value=verdict.to_json())
+        producer.send(f"kenpin.verdicts.{line}", key=b"cam-1", value=ok_verdict(headers))
         # a part never announced (its camera writes frames only): published, counted unseen
         quiet = part_headers(line, "washer", "Q-1", 101)
         producer.send(f"kenpin.frames.{line}", key=b"cam-1", value=b"png", headers=quiet)
-        producer.send(
-            f"kenpin.verdicts.{line}",
-            key=b"cam-1",
-            value=Verdict.for_frame(
-                FrameHeaders.from_kafka_headers(quiet),
-                result="ok",
-                score=0.1,
-                threshold=0.5,
-                model_version="it-1",
-            ).to_json(),
-        )
+        producer.send(f"kenpin.verdicts.{line}", key=b"cam-1", value=ok_verdict(quiet))
         producer.flush(timeout=30)
         await received.until(lambda: len(received.outcomes(line)) >= PARTS + 2, 60, "two OKs")
         await received.until(

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
-from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from cryptography.x509.oid import ExtendedKeyUsageOID
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from deploy.local.tls import opcua_certificates
 from model.loading import load_model
 from schemas.deadletters import DeadLetter
 from schemas.frames import FrameHeaders
@@ -52,17 +51,7 @@ def free_port() -> int:
 
 
 async def certificates(folder: Path) -> dict[str, Path]:
-    paths = {
-        name: folder / name for name in ("server.pem", "server.der", "client.pem", "client.der")
-    }
-    for who, uri, use in (
-        ("server", SERVER_URI, ExtendedKeyUsageOID.SERVER_AUTH),
-        ("client", CLIENT_URI, ExtendedKeyUsageOID.CLIENT_AUTH),
-    ):
-        await setup_self_signed_certificate(
-            paths[f"{who}.pem"], paths[f"{who}.der"], uri, "localhost", [use], {"commonName": who}
-        )
-    return paths
+    return await opcua_certificates(folder, SERVER_URI, CLIENT_URI)
 
 
 def client_for(url: str, certs: dict[str, Path], user: str | None, password: str | None) -> Client:
