@@ -29,6 +29,9 @@ notification, with p50 / p95 / p99 / max of each, the outcomes each part got
 header of each verdict record (`schemas.verdicts.WorkerStages`); every process
 runs on this machine, so they share one clock.
 
+--faults causes a broker outage, a worker kill -9 and a hot swap in the measured window
+and reports each one's TIMEOUTs, lost parts and recovery (`deploy.benchmarks.latency_faults`).
+
 --beside runs a command for the whole measured window (e.g. a training run,
 `nice -n 10 kenpin-trainer train ...`, as `kenpin-trainer serve` lowers its own
 priority): the budget with a retrain beside the line.
@@ -59,13 +62,18 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from bridge.settings import BridgeSettings
+from deploy.benchmarks.latency_faults import Fault, fault_report
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
 from deploy.local.tls import opcua_certificates
+from model.release import read_manifest
 from model.runtime import cpu_description
 from model.runtimes import RuntimeChoice
+from operations.releases import publish
+from planes.control import ControlPlane
 from planes.settings import settings_env
+from planes.storage import ObjectStore
 from schemas.common import utc_now
 from schemas.frames import FrameHeaders
 from schemas.plc import OPCUA_APPLICATION_URI
@@ -312,6 +320,72 @@ async def watch(url: str, certs: dict, password: str, line: str, ledger: Ledger,
         await client.disconnect()
 
 
+def first_verdict_after(ledger: Ledger, since_ms: float, version: str | None = None) -> float:
+    """When the first verdict decided after `since_ms` (of release `version`) was decided;
+    waits up to a minute for it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with ledger.lock:
+            times = [
+                p.verdict.decision_time.timestamp() * 1000
+                for p in ledger.parts.values()
+                if p.verdict is not None
+                and (version is None or p.verdict.model_version == version)
+                and p.verdict.decision_time.timestamp() * 1000 >= since_ms
+            ]
+        if times:
+            return min(times)
+        time.sleep(0.05)
+    raise TimeoutError(f"no verdict{f' of {version}' if version else ''} within a minute")
+
+
+def cause_faults(stack: LocalStack, ledger: Ledger, args, processes: dict, restart_worker,
+                 window_s: float) -> list[Fault]:  # fmt: skip
+    """The broker outage, the worker kill and the hot swap, at 1/4, 2/4 and 3/4 of the
+    window (from now); `processes["worker"]` is replaced by the restarted worker."""
+    started, faults = time.monotonic(), []
+
+    def at(fraction: float) -> None:
+        time.sleep(max(0.0, started + window_s * fraction - time.monotonic()))
+
+    at(0.25)
+    outage = Fault("broker outage", time.time() * 1000)
+    stack.stop_server("tansu", kill=True)
+    time.sleep(args.outage_s)
+    stack.start_server("tansu")
+    outage.ended = time.time() * 1000
+    faults.append(outage)
+    print(f"  broker killed, answering again after {(outage.ended - outage.began) / 1000:.1f} s",
+          flush=True)  # fmt: skip
+
+    at(0.5)
+    killed = Fault("worker killed", time.time() * 1000)
+    processes["worker"].kill()
+    processes["worker"].wait(30)
+    processes["worker"] = restart_worker()
+    wait_until_ready(args.metrics_port, processes["worker"])
+    ready = time.time() * 1000
+    killed.ended = first_verdict_after(ledger, ready)
+    faults.append(killed)
+    print(f"  worker killed: ready again after {(ready - killed.began) / 1000:.1f} s, first "
+          f"verdict {(killed.ended - ready) / 1000:.1f} s after ready", flush=True)  # fmt: skip
+
+    at(0.75)
+    os.environ.update(stack.settings.env)  # the plant's settings, as the worker reads them
+    settings = WorkerSettings()
+    store = ObjectStore.from_settings(settings)
+    control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
+    manifest = read_manifest(args.model)
+    new = manifest.model_copy(update={"version": f"{manifest.version}-swap{uuid.uuid4().hex[:4]}"})
+    swap = Fault("hot swap", time.time() * 1000)
+    publish(store, control, args.model, new)
+    swap.ended = first_verdict_after(ledger, swap.began, new.version)
+    faults.append(swap)
+    print(f"  hot swap: first verdict of the new release "
+          f"{(swap.ended - swap.began) / 1000:.1f} s after publishing", flush=True)  # fmt: skip
+    return faults
+
+
 def summarise(parts: list[Part]) -> dict[str, dict[str, float]]:
     """p50 / p95 / p99 / max of each stage and total, over the parts that reached it."""
     rows = [p.times() for p in parts]
@@ -387,12 +461,21 @@ def main(argv: list[str] | None = None) -> int:
         "as kenpin-worker camera does; --no-announce: the bridge reads the frames",
     )
     parser.add_argument("--beside", help="a command to run beside the line while measuring")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="a broker outage, a worker kill -9 and a hot swap in the measured window "
+        "(needs the durable broker)",
+    )
+    parser.add_argument("--outage-s", type=float, default=5.0, help="the broker outage's length")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-latency"))
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     images = list_images(args.images)
     if not images:
         parser.error(f"no images under {args.images}")
+    if args.faults and args.broker_storage == "memory":
+        parser.error("--faults needs --broker-storage s3: a broker in memory forgets its records")
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     print(f"cpu: {cpu_description()}", flush=True)
@@ -407,8 +490,10 @@ def main(argv: list[str] | None = None) -> int:
         topics = [frames_topic(line)] + ([parts_topic(line)] if args.announce else [])
         admin.create_topics([NewTopic(topic, 1, 1) for topic in topics])
         admin.close()
-        port, url = free_port(), f"opc.tcp://127.0.0.1:{free_port()}/kenpin/"
-        worker = start_worker(stack, line, args, port, out / "worker.log")
+        args.metrics_port, url = free_port(), f"opc.tcp://127.0.0.1:{free_port()}/kenpin/"
+        worker = start_worker(stack, line, args, args.metrics_port, out / "worker.log")
+        processes = {"worker": worker}
+        faults: list[Fault] = []
         bridge = start_bridge(stack, line, url, certs, password, args, out / "bridge.log")
         stop, ready = threading.Event(), threading.Event()
         client = threading.Thread(
@@ -420,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             client.start()
             tap.start()
-            wait_until_ready(port, worker)
+            wait_until_ready(args.metrics_port, worker)
             if not ready.wait(60):
                 raise TimeoutError("the OPC UA client did not subscribe; see bridge.log")
             time.sleep(2)  # the bridge reads the frame topic from its end once it has it
@@ -463,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
                 ),  # fmt: skip
             )
             sender.start()
+            if args.faults:
+                restart = lambda: start_worker(  # noqa: E731
+                    stack, line, args, args.metrics_port, out / "worker-restarted.log"
+                )
+                faults = cause_faults(stack, ledger, args, processes, restart, args.seconds)
             while sender.is_alive():
                 sender.join(10)
                 now = list(ledger.parts.values())
@@ -479,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                 beside.wait(30)
             stop.set()
             producer.close()
-            for process in (worker, bridge):
+            for process in (processes["worker"], bridge):
                 process.send_signal(signal.SIGTERM)
                 process.wait(60)
             client.join(30)
@@ -502,6 +592,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in table.items():
         print(f"| {name} | {row['parts']} | {row['p50']:.1f} | {row['p95']:.1f} | "
               f"{row['p99']:.1f} | {row['max']:.1f} |")  # fmt: skip
+    if faults:
+        print(
+            "\n| fault | parts in its span | TIMEOUT | lost | second outcomes | fault lasted s "
+            "| last TIMEOUT captured s after it ended | p99 before / around ms |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for row in fault_report(parts, faults, args.deadline_ms):
+            around = (f"{row['p99_before_ms']:.1f} / {row['p99_around_ms']:.1f}"
+                      if row.get("p99_around_ms") else "")  # fmt: skip
+            late = row["last_timeout_after_end_s"]
+            print(f"| {row['fault']} | {row['parts']} | {row['timeout']} | {row['lost']} | "
+                  f"{row['second_outcomes']} | {row['fault_s']:.1f} | "
+                  f"{'' if late is None else f'{late:.1f}'} | {around} |")  # fmt: skip
     title = (
         f"camera to PLC, {len(parts)} parts at {args.fps:g}/s; runtime {args.runtime}, broker "
         f"storage {args.broker_storage}, bridge reads {'parts' if args.announce else 'frames'}"
@@ -524,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                     "outcomes_per_part": {str(k): v for k, v in per_part.items()},
                     "stages": table,
                     "beside": args.beside,
+                    "faults": fault_report(parts, faults, args.deadline_ms) if faults else None,
                 },
                 indent=2,
             )

@@ -50,6 +50,12 @@ stack, never worked around in product code:
   leader" and then nothing (seen with kafka-python 2.3.3 and 3.0.12; in about a
   third of runs). The worker's generic guard, a consumer restart after
   ``KENPIN_REBALANCE_STALL_S`` (120 s; 15 s in the tests), gets it going again.
+- With S3 storage, every fetch lists *all* record batches of the partition
+  (one object per batch, ``list-type=2`` without ``start-after``), and Tansu
+  neither applies ``retention.ms`` nor answers DeleteRecords (it drops the
+  connection). A consumer's way to a record therefore grows with the number
+  of records the partition ever held: fine for tests and demos, not for a
+  line that runs for days. Plants run Apache Kafka (compose, k8s).
 - kafka-python needs the ``crc32c`` package or it is ~17x slower.
 - ``weed server`` does not exit on SIGTERM once its filer has stopped (the S3
   gateway keeps retrying the filer), so ``down`` sends SIGKILL after a short
