@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where Tansu keeps topics: in SeaweedFS (durable, default) or in memory",
     )
     up.add_argument(
+        "--broker-retention-s",
+        type=float,
+        help="with S3 storage: delete record batches every consumer group has read and that "
+        "are older than this (Tansu applies no retention; its fetches slow down with every "
+        "batch a partition holds); default: keep all",
+    )
+    up.add_argument(
         "--tls",
         action="store_true",
         help="serve Redis and S3 over TLS with a CA made for this stack (in the state "
@@ -79,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 startup_timeout_s=args.timeout,
                 broker_storage=args.broker_storage,
                 tls=args.tls,
+                broker_retention_s=args.broker_retention_s,
             )
             try:
                 settings = stack.up()

@@ -54,8 +54,12 @@ stack, never worked around in product code:
   (one object per batch, ``list-type=2`` without ``start-after``), and Tansu
   neither applies ``retention.ms`` nor answers DeleteRecords (it drops the
   connection). A consumer's way to a record therefore grows with the number
-  of records the partition ever held: fine for tests and demos, not for a
-  line that runs for days. Plants run Apache Kafka (compose, k8s).
+  of records the partition ever held, and past about a thousand batches (the
+  listing's first page) consumers fall seconds behind. ``broker_retention_s``
+  (``kenpin-stack up --broker-retention-s``) runs ``deploy.local.retention``
+  beside Tansu: it deletes consumed batches older than that, the retention
+  Tansu lacks. Without it the stack is fine for tests and demos, not for a line
+  that runs for more than a few minutes. Plants run Apache Kafka (compose, k8s).
 - kafka-python needs the ``crc32c`` package or it is ~17x slower.
 - ``weed server`` does not exit on SIGTERM once its filer has stopped (the S3
   gateway keeps retrying the filer), so ``down`` sends SIGKILL after a short
@@ -76,6 +80,7 @@ import os
 import secrets
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -165,11 +170,15 @@ class LocalStack:
         stop_grace_s: float = 3.0,
         broker_storage: BrokerStorage = "s3",
         tls: bool = False,
+        broker_retention_s: float | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         #: Redis and S3 over TLS with a CA of this stack's own (see deploy/local/tls.py);
         #: the broker stays plaintext (Tansu 0.6 serves no TLS).
         self.tls = tls
+        #: With S3 storage: delete consumed record batches older than this (the retention
+        #: Tansu lacks, see deploy/local/retention.py); None keeps every batch.
+        self.broker_retention_s = broker_retention_s
         self.bucket = bucket
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
@@ -226,6 +235,17 @@ class LocalStack:
         raw = state["settings"]
         assert isinstance(raw, dict)
         return StackSettings(**raw)
+
+    @property
+    def broker_s3_endpoint(self) -> str:
+        """The plain-HTTP S3 address Tansu keeps its records at (also when kenpin's S3
+        is served over TLS): where ``deploy.local.retention`` looks."""
+        state = self._read_state()
+        if state is None:
+            raise StackNotRunningError(f"no stack in {self.state_dir}")
+        ports = state["ports"]
+        assert isinstance(ports, dict)
+        return f"{LOOPBACK}:{ports['weed_s3']}"
 
     # -------------------------------------------------------------------- up
     def up(self) -> StackSettings:
@@ -366,6 +386,22 @@ class LocalStack:
             probe_kafka(settings.kafka_bootstrap),
             self.startup_timeout_s,
         )
+        if self.broker_storage == "s3" and self.broker_retention_s is not None:
+            retention = spawn(
+                "broker-retention",
+                [
+                    sys.executable,
+                    "-m",
+                    "deploy.local.retention",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--retention-s",
+                    str(self.broker_retention_s),
+                ],  # fmt: skip
+                logs / "broker-retention.log",
+                cwd=Path(__file__).parents[2],
+            )
+            self._record(state, retention)
         return settings
 
     @staticmethod
