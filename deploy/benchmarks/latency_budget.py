@@ -62,7 +62,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from bridge.settings import BridgeSettings
-from deploy.benchmarks.latency_faults import Fault, fault_report
+from deploy.benchmarks.latency_faults import Fault, fault_report, timeline
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
@@ -102,6 +102,8 @@ CLIENT_URI = f"{OPCUA_APPLICATION_URI}:latency-budget-client"
 NAMESPACE_INDEX = 2  # the bridge's namespace, the first after OPC UA's own
 PASSWORD_BYTES = 24
 WARM_UP_PARTS = 5
+#: The faults --faults can cause, in the order they are caused.
+FAULTS = ("broker", "worker", "swap")
 
 
 @dataclass
@@ -341,24 +343,42 @@ def first_verdict_after(ledger: Ledger, since_ms: float, version: str | None = N
 
 def cause_faults(stack: LocalStack, ledger: Ledger, args, processes: dict, restart_worker,
                  window_s: float) -> list[Fault]:  # fmt: skip
-    """The broker outage, the worker kill and the hot swap, at 1/4, 2/4 and 3/4 of the
-    window (from now); `processes["worker"]` is replaced by the restarted worker."""
+    """The faults of `args.faults` (broker outage, worker kill, hot swap), in that order,
+    spread evenly over the window (from now): one alone at 1/2, all three at 1/4, 2/4 and
+    3/4; `processes["worker"]` is replaced by the restarted worker."""
     started, faults = time.monotonic(), []
+    chosen = [name for name in FAULTS if name in args.faults]
+    moments = iter(np.arange(1, len(chosen) + 1) / (len(chosen) + 1))
 
-    def at(fraction: float) -> None:
+    def at() -> None:
+        fraction = next(moments)
         time.sleep(max(0.0, started + window_s * fraction - time.monotonic()))
 
-    at(0.25)
+    if "broker" in chosen:
+        faults.append(broker_outage(stack, args.outage_s, at))
+    if "worker" in chosen:
+        faults.append(worker_kill(ledger, args, processes, restart_worker, at))
+    if "swap" in chosen:
+        faults.append(hot_swap(stack, ledger, args.model, at))
+    return faults
+
+
+def broker_outage(stack: LocalStack, outage_s: float, at) -> Fault:
+    """The broker killed (SIGKILL) at the next moment and started again `outage_s` later."""
+    at()
     outage = Fault("broker outage", time.time() * 1000)
     stack.stop_server("tansu", kill=True)
-    time.sleep(args.outage_s)
+    time.sleep(outage_s)
     stack.start_server("tansu")
     outage.ended = time.time() * 1000
-    faults.append(outage)
     print(f"  broker killed, answering again after {(outage.ended - outage.began) / 1000:.1f} s",
           flush=True)  # fmt: skip
+    return outage
 
-    at(0.5)
+
+def worker_kill(ledger: Ledger, args, processes: dict, restart_worker, at) -> Fault:
+    """The worker killed (SIGKILL) at the next moment and started again at once."""
+    at()
     killed = Fault("worker killed", time.time() * 1000)
     processes["worker"].kill()
     processes["worker"].wait(30)
@@ -366,24 +386,26 @@ def cause_faults(stack: LocalStack, ledger: Ledger, args, processes: dict, resta
     wait_until_ready(args.metrics_port, processes["worker"])
     ready = time.time() * 1000
     killed.ended = first_verdict_after(ledger, ready)
-    faults.append(killed)
     print(f"  worker killed: ready again after {(ready - killed.began) / 1000:.1f} s, first "
           f"verdict {(killed.ended - ready) / 1000:.1f} s after ready", flush=True)  # fmt: skip
+    return killed
 
-    at(0.75)
+
+def hot_swap(stack: LocalStack, ledger: Ledger, model: Path, at) -> Fault:
+    """The same artifact published as a new release at the next moment."""
+    at()
     os.environ.update(stack.settings.env)  # the plant's settings, as the worker reads them
     settings = WorkerSettings()
     store = ObjectStore.from_settings(settings)
     control = ControlPlane.from_url(settings.redis_url, settings.control_prefix)
-    manifest = read_manifest(args.model)
+    manifest = read_manifest(model)
     new = manifest.model_copy(update={"version": f"{manifest.version}-swap{uuid.uuid4().hex[:4]}"})
     swap = Fault("hot swap", time.time() * 1000)
-    publish(store, control, args.model, new)
+    publish(store, control, model, new)
     swap.ended = first_verdict_after(ledger, swap.began, new.version)
-    faults.append(swap)
     print(f"  hot swap: first verdict of the new release "
           f"{(swap.ended - swap.began) / 1000:.1f} s after publishing", flush=True)  # fmt: skip
-    return faults
+    return swap
 
 
 def summarise(parts: list[Part]) -> dict[str, dict[str, float]]:
@@ -454,6 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         "these cores) or memory",
     )
     parser.add_argument(
+        "--broker-retention-s",
+        type=float,
+        default=60.0,
+        help="with s3 storage: the local stack deletes consumed record batches older than "
+        "this (Tansu applies no retention and slows down with every batch it holds); "
+        "0: keep all",
+    )
+    parser.add_argument(
         "--announce",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -463,9 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beside", help="a command to run beside the line while measuring")
     parser.add_argument(
         "--faults",
-        action="store_true",
-        help="a broker outage, a worker kill -9 and a hot swap in the measured window "
-        "(needs the durable broker)",
+        nargs="?",
+        const=",".join(FAULTS),
+        type=lambda text: [name for name in text.split(",") if name],
+        help=f"faults in the measured window, comma-separated, of {','.join(FAULTS)} "
+        "(all three when given alone; needs the durable broker)",
     )
     parser.add_argument("--outage-s", type=float, default=5.0, help="the broker outage's length")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-latency"))
@@ -474,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     images = list_images(args.images)
     if not images:
         parser.error(f"no images under {args.images}")
+    unknown = set(args.faults or ()) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults {sorted(unknown)}; of {', '.join(FAULTS)}")
     if args.faults and args.broker_storage == "memory":
         parser.error("--faults needs --broker-storage s3: a broker in memory forgets its records")
     out = args.out.absolute()
@@ -484,7 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     ledger = Ledger()
     password = os.urandom(PASSWORD_BYTES).hex()
     certs = asyncio.run(opcua_certificates(out, SERVER_URI, CLIENT_URI))
-    with LocalStack(out / "stack", broker_storage=args.broker_storage) as stack:
+    retention = args.broker_retention_s or None
+    with LocalStack(
+        out / "stack", broker_storage=args.broker_storage, broker_retention_s=retention
+    ) as stack:
         bootstrap = stack.settings.kafka_bootstrap
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         topics = [frames_topic(line)] + ([parts_topic(line)] if args.announce else [])
@@ -582,7 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     judged = sum(p.verdict is not None for p in parts)
     print(
         f"\n{len(parts)} parts at {args.fps:g}/s, deadline {args.deadline_ms:g} ms, "
-        f"runtime {args.runtime}, broker storage {args.broker_storage}, "
+        f"runtime {args.runtime}, broker storage {args.broker_storage}"
+        + (f" (retention {retention:g} s)" if retention and args.broker_storage == "s3" else "")
+        + ", "
         f"bridge reads {'parts' if args.announce else 'frames'}"
         + (f", beside: {args.beside}" if args.beside else "")
     )
@@ -605,6 +645,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {row['fault']} | {row['parts']} | {row['timeout']} | {row['lost']} | "
                   f"{row['second_outcomes']} | {row['fault_s']:.1f} | "
                   f"{'' if late is None else f'{late:.1f}'} | {around} |")  # fmt: skip
+        print(
+            "\n| captured from s | parts | TIMEOUT | no outcome | capture -> decision p50 / max |"
+        )
+        print("|---|---|---|---|---|")
+        for row in timeline(parts):
+            p50, top = row["decision_p50_ms"], row["decision_max_ms"]
+            waits = "" if p50 is None else f"{p50:.0f} / {top:.0f} ms"
+            print(f"| {row['from_s']:.0f} | {row['parts']} | {row['timeout']} | "
+                  f"{row['no_outcome']} | {waits} |")  # fmt: skip
     title = (
         f"camera to PLC, {len(parts)} parts at {args.fps:g}/s; runtime {args.runtime}, broker "
         f"storage {args.broker_storage}, bridge reads {'parts' if args.announce else 'frames'}"
@@ -620,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                     "fps": args.fps,
                     "runtime": args.runtime,
                     "broker_storage": args.broker_storage,
+                    "broker_retention_s": retention,
                     "announce": args.announce,
                     "parts": len(parts),
                     "verdicts": judged,
@@ -628,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                     "stages": table,
                     "beside": args.beside,
                     "faults": fault_report(parts, faults, args.deadline_ms) if faults else None,
+                    "timeline": timeline(parts) if faults else None,
                 },
                 indent=2,
             )

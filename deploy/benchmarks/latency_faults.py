@@ -104,3 +104,31 @@ def swap_p99s(parts: Sequence[Part], swap: Fault) -> dict[str, float | None]:
         "p99_around_ms": around,
         "p99_ratio": around / before if before and around else None,
     }
+
+
+def timeline(
+    parts: Sequence[Part], bucket_ms: float = 5_000.0
+) -> list[dict[str, float | int | None]]:
+    """The window in buckets of capture time: parts, TIMEOUTs, parts with no outcome, and
+    capture -> decision p50 / max, so a reader sees when the line was in time again."""
+    if not parts:
+        return []
+    first = min(p.captured for p in parts)
+    buckets: dict[int, list[Part]] = {}
+    for p in parts:
+        buckets.setdefault(int((p.captured - first) // bucket_ms), []).append(p)
+    rows = []
+    for index in sorted(buckets):
+        group = buckets[index]
+        waits = [p.times()["capture -> decision"] for p in group if p.times()]
+        rows.append(
+            {
+                "from_s": index * bucket_ms / 1000,
+                "parts": len(group),
+                "timeout": sum(decision(p) == "TIMEOUT" for p in group),
+                "no_outcome": sum(decision(p) is None for p in group),
+                "decision_p50_ms": float(np.median(waits)) if waits else None,
+                "decision_max_ms": float(max(waits)) if waits else None,
+            }
+        )
+    return rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deploy.benchmarks.latency_budget import Part
-from deploy.benchmarks.latency_faults import Fault, decision, fault_report
+from deploy.benchmarks.latency_faults import Fault, decision, fault_report, timeline
 
 DEADLINE = 500.0
 
@@ -41,3 +41,14 @@ def test_each_fault_owns_the_parts_from_one_deadline_before_it_to_the_next_one()
     assert first["fault_s"] == 5.0 and first["last_timeout_after_end_s"] == 1.0
     assert [second[k] for k in counts] == [2, 1, 1, 0]
     assert second["last_timeout_after_end_s"] == -2.0  # captured while nothing judged
+
+
+def test_the_timeline_buckets_parts_by_capture_time_from_the_first():
+    parts = [part(1_000, "OK"), part(3_000, "TIMEOUT"), part(7_000, None), part(12_000, "OK")]
+    rows = timeline(parts, bucket_ms=5_000)
+    assert [(r["from_s"], r["parts"], r["timeout"], r["no_outcome"]) for r in rows] == [
+        (0.0, 2, 1, 0),
+        (5.0, 1, 0, 1),
+        (10.0, 1, 0, 0),
+    ]
+    assert all(r["decision_p50_ms"] is None for r in rows)  # no verdicts were tapped here
