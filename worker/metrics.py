@@ -156,6 +156,13 @@ class WorkerMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.late_frames = Counter(
+            "late_frames",
+            "Frames judged after their line's deadline (late_after_ms) had passed: the PLC "
+            "already got TIMEOUT; judged after every frame still in time.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.consumer_restarts = Counter(
             "consumer_restarts",
             "Kafka consumers closed and recreated because a group rebalance stalled.",

@@ -6,6 +6,10 @@ part, the heatmap stored. Outputs finish out of order and some wait long (a
 heatmap during an S3 outage), so progress is kept per partition: a frame whose
 heatmap waits holds back its own partition only, never another line's.
 
+Frames are held in offset order when they are polled, before they are judged
+(`hold`), so the loop may judge them out of order (frames still in time before
+frames whose deadline has passed) without a commit ever passing an unjudged one.
+
 A Kafka send that failed (the broker was away longer than the producer's
 delivery timeout) is sent again by the loop, not given up: the frame's commit
 simply waits for the new send. `Output` holds what is needed for that.
@@ -43,24 +47,42 @@ class Output:
 
 
 @dataclass
-class _Frame:
+class Held:
+    """A frame's place in its partition: committed past only once judged and done."""
+
     offset: int
     outputs: list[Output] = field(default_factory=list)
+    judged: bool = True
+
+    def judged_with(self, outputs: Iterable[Output]) -> None:
+        """The frame was judged: its commit now waits for these outputs."""
+        self.outputs = list(outputs)
+        self.judged = True
+
+    def done(self) -> bool:
+        return self.judged and all(o.done() for o in self.outputs)
 
 
 class OffsetTracker:
     """Frames handed to the loop per partition, in offset order, until their outputs are done."""
 
     def __init__(self) -> None:
-        self._frames: dict[TopicPartition, deque[_Frame]] = {}
+        self._frames: dict[TopicPartition, deque[Held]] = {}
         self._next: dict[TopicPartition, int] = {}  # last offset handed in + 1
         self._first: dict[TopicPartition, int] = {}  # nothing below it is ours to commit
 
     def add(self, tp: TopicPartition, offset: int, outputs: Iterable[Output]) -> None:
-        """Track a frame of `tp`; frames of one partition arrive in offset order."""
-        self._frames.setdefault(tp, deque()).append(_Frame(offset, list(outputs)))
+        """Track a judged frame of `tp`; frames of one partition arrive in offset order."""
+        self.hold(tp, offset).judged_with(outputs)
+
+    def hold(self, tp: TopicPartition, offset: int) -> Held:
+        """Track a frame of `tp` not judged yet (in offset order); nothing from it on is
+        committed until `Held.judged_with` and its outputs are done."""
+        held = Held(offset, judged=False)
+        self._frames.setdefault(tp, deque()).append(held)
         self._first.setdefault(tp, offset)
         self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+        return held
 
     def failed_outputs(self) -> list[Output]:
         """Every output that finished with an error (to be sent again, or to give up on)."""
@@ -80,7 +102,7 @@ class OffsetTracker:
         """
         offsets: dict[TopicPartition, int] = {}
         for tp, frames in self._frames.items():
-            while frames and all(o.done() for o in frames[0].outputs):
+            while frames and frames[0].done():
                 frames.popleft()
             offset = frames[0].offset if frames else self._next[tp]
             if offset > self._first[tp]:
@@ -88,12 +110,9 @@ class OffsetTracker:
         return offsets
 
     def pending(self) -> int:
-        """Frames whose outputs are not all done yet."""
+        """Judged frames whose outputs are not all done yet (held ones are the loop's queue)."""
         return sum(
-            1
-            for frames in self._frames.values()
-            for f in frames
-            if not all(o.done() for o in f.outputs)
+            1 for frames in self._frames.values() for f in frames if f.judged and not f.done()
         )
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:

@@ -60,7 +60,7 @@ from worker.kafka_io import (
 from worker.live_scores import LiveScores
 from worker.metrics import Health, WorkerMetrics, product_label
 from worker.normals import NormalSampler
-from worker.offsets import OffsetTracker, Output
+from worker.offsets import Held, OffsetTracker, Output
 from worker.settings import WorkerSettings
 
 log = get_logger(__name__)
@@ -92,12 +92,13 @@ class Decoded:
 
 @dataclass
 class Pending:
-    """One consumed record and its decode in flight."""
+    """One consumed record, its decode in flight and its place in the commit order."""
 
     record: Any  # kafka ConsumerRecord
     decoded: Future[Decoded]
     polled_at: float  # monotonic: the batch policy's clock
     polled_wall: float  # epoch seconds: the latency budget's clock, as the capture time's
+    held: Held
 
 
 class Worker:
@@ -215,18 +216,14 @@ class Worker:
         polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.settings.max_batch * 4)
         now, wall = time.monotonic(), time.time()
         arrived = 0
-        for records in polled.values():
+        for tp, records in polled.items():
             arrived += len(records)
             for record in records:
                 decoding = self.decoders.submit(self._decode, record)
-                self.buffer.append(Pending(record, decoding, now, wall))
+                held = self.tracker.hold(tp, record.offset)  # commits wait for it from now
+                self.buffer.append(Pending(record, decoding, now, wall, held))
         if self._batch_due(arrived):
-            self.judge_batch(
-                [
-                    self.buffer.popleft()
-                    for _ in range(min(len(self.buffer), self.settings.max_batch))
-                ]
-            )
+            self.judge_batch(self._take_batch())
         self.commit_done()
 
     def subscribe_once_a_line_exists(self) -> bool:
@@ -287,27 +284,37 @@ class Worker:
             self.hot_swap.swapped(ready)
 
     def flow_control(self) -> None:
-        """Pause taking frames while heatmaps cannot be stored or the broker refuses outputs.
+        """Pause taking frames while heatmaps cannot be stored, the broker refuses outputs or
+        `max_buffered_frames` wait to be judged.
 
         Kafka's pause stops fetching but keeps the group membership: the partitions
         stay this worker's, and frames wait in the broker, not in memory.
         """
-        wanted = self.heatmaps.full() or self.broker_failing_since is not None
+        wanted = (
+            self.heatmaps.full()
+            or self.broker_failing_since is not None
+            or len(self.buffer) >= self.settings.max_buffered_frames
+        )
         assignment = self.consumer.assignment()
         if wanted:
             if assignment:
                 self.consumer.pause(*assignment)  # again after a rebalance: new partitions
             if not self.paused:
-                log.warning(
+                (log.info if self._only_queue_full() else log.warning)(
                     "consumption paused",
                     heatmaps_waiting=self.heatmaps.waiting,
                     broker_failing=self.broker_failing_since is not None,
+                    queued=len(self.buffer),
                 )
         elif self.paused:
             self.consumer.resume(*self.consumer.paused())
             log.info("consumption resumed")
         self.paused = wanted
         self.metrics.consumption_paused.set(1 if wanted else 0)
+
+    def _only_queue_full(self) -> bool:
+        """Paused only because the queue is full: the model is catching up, nothing is wrong."""
+        return not self.heatmaps.full() and self.broker_failing_since is None
 
     def _poll_timeout_ms(self) -> int:
         """Wait for frames only when none is waiting: with some, just take what has arrived."""
@@ -325,6 +332,34 @@ class Worker:
         if arrived == 0 or len(self.buffer) >= self.settings.max_batch:
             return True
         return (time.monotonic() - self.buffer[0].polled_at) * 1000 >= self.settings.max_wait_ms
+
+    def _take_batch(self) -> list[Pending]:
+        """The next batch from the queue: the oldest frames still in time, and frames past the
+        line's deadline (`late_after_ms`) only when none in time waits.
+
+        After a backlog (a restarted worker, a broker back from an outage) strict arrival
+        order would make every part captured while it drains miss its deadline too; this
+        way those parts are judged in time and the late ones with the spare capacity, in
+        batches of `late_batch`. A record without a timestamp counts as in time.
+        """
+        size = self.settings.max_batch
+        if self.settings.late_after_ms <= 0:
+            return [self.buffer.popleft() for _ in range(min(len(self.buffer), size))]
+        cutoff = time.time() * 1000 - self.settings.late_after_ms
+        in_time = [p for p in self.buffer if (p.record.timestamp or cutoff) >= cutoff]
+        if not in_time:  # small batches: a frame in time may arrive at any moment
+            late = min(len(self.buffer), self.settings.late_batch)
+            batch = [self.buffer.popleft() for _ in range(late)]
+            self.metrics.late_frames.inc(len(batch))
+            return batch
+        batch = in_time[:size]
+        if len(in_time) < len(self.buffer):
+            taken = {id(p) for p in batch}
+            self.buffer = deque(p for p in self.buffer if id(p) not in taken)
+        else:
+            for _ in batch:
+                self.buffer.popleft()
+        return batch
 
     def _decode(self, record: Any) -> Decoded:
         """Headers, then bytes: any failure is a Rejected with the dead-letter reason."""
@@ -390,10 +425,7 @@ class Worker:
                     model, pending, decoded, float(score), amap, stages
                 )
         for i, pending in enumerate(batch):
-            record = pending.record
-            self.tracker.add(
-                TopicPartition(record.topic, record.partition), record.offset, outputs[i]
-            )
+            pending.held.judged_with(outputs[i])
 
     def _verdict(
         self,

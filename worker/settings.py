@@ -211,6 +211,28 @@ class WorkerSettings(KafkaSettings, PlaneSettings):
         description="Longest a batch keeps growing while frames keep arriving; a frame with "
         "nothing queued behind it is judged at once.",
     )
+    late_after_ms: float = Field(
+        default=500.0,
+        ge=0,
+        description="A frame whose record is older than this has missed the line's deadline "
+        "(set it to the bridge's KENPIN_BRIDGE_DEADLINE_MS): the PLC got TIMEOUT for it "
+        "already. Such frames are still judged and their verdicts recorded, but after every "
+        "frame still in time, so a backlog (a worker restart, a broker outage) costs only the "
+        "parts captured while nothing could judge them. 0: strictly in arrival order.",
+    )
+    late_batch: int = Field(
+        default=2,
+        ge=1,
+        description="Most late frames (see late_after_ms) in one forward pass: a frame in time "
+        "arriving meanwhile waits for at most one such batch, so keep its time well inside "
+        "the deadline.",
+    )
+    max_buffered_frames: int = Field(
+        default=256,
+        ge=1,
+        description="Most frames polled and not yet judged (each held decoded in memory); "
+        "past it, fetching pauses until the model catches up.",
+    )
     decode_threads: int = Field(default=2, ge=1)
     max_image_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,

@@ -193,6 +193,7 @@ def start_worker(stack: LocalStack, line: str, args, port: int, log: Path) -> su
             log_format="json",
             frames_topic_pattern=frames_topic_pattern(line, exact=True),
             consumer_group=f"latency-{line}",
+            late_after_ms=args.deadline_ms,
         ),
         WorkerSettings,
     )

@@ -30,7 +30,9 @@ from schemas.verdicts import Verdict, WorkerStages
 from worker import service
 from worker.settings import WorkerSettings
 
-Record = namedtuple("Record", "topic partition offset key value headers")
+Record = namedtuple(
+    "Record", "topic partition offset key value headers timestamp", defaults=(None,)
+)
 
 
 class FakeSend:
@@ -439,3 +441,46 @@ def test_a_verdict_record_says_where_its_frame_spent_its_time(model):
     text = generate_latest(worker.metrics.registry).decode()
     for stage in ("to_worker", "queue", "model"):
         assert f'kenpin_frame_stage_seconds_count{{stage="{stage}"}} 1.0' in text
+
+
+def aged(record: Record, age_ms: float) -> Record:
+    """The record as the broker would hand it over `age_ms` after the camera sent it."""
+    return record._replace(timestamp=time.time() * 1000 - age_ms)
+
+
+def test_frames_still_in_time_are_judged_before_frames_past_the_deadline(model):
+    """A backlog (a restarted worker) costs only its own parts: the parts captured since
+    are judged first, the late ones after, and no commit passes a frame not yet judged."""
+    backlog = [aged(frame(0), 10_000), aged(frame(1), 9_000), aged(frame(2), 0)]
+    consumer = FakeConsumer([backlog])
+    producer = FakeProducer()
+    worker = make_worker(model, consumer, producer, late_after_ms=500)
+    worker.step()  # all three arrive; only the one in time is judged
+    assert [Verdict.from_json(v).frame_id for _, v in producer.sent] == ["f2"]
+    heatmaps_settled(worker)
+    worker.commit_done()
+    assert consumer.commits == []  # frame 0 is not judged yet: nothing may be committed
+    run_steps(worker, 1)
+    assert [Verdict.from_json(v).frame_id for _, v in producer.sent] == ["f2", "f0", "f1"]
+    assert consumer.commits[-1] == {TopicPartition("kenpin.frames.l1", 0): 3}
+    text = generate_latest(worker.metrics.registry).decode()
+    assert "kenpin_late_frames_total 2.0" in text
+
+
+def test_with_late_after_ms_0_frames_are_judged_in_arrival_order(model):
+    backlog = [aged(frame(0), 10_000), aged(frame(1), 0)]
+    producer = FakeProducer()
+    worker = make_worker(model, FakeConsumer([backlog]), producer, late_after_ms=0)
+    run_steps(worker, 1)
+    assert [Verdict.from_json(v).frame_id for _, v in producer.sent] == ["f0", "f1"]
+
+
+def test_a_full_queue_pauses_fetching_until_the_model_catches_up(model):
+    consumer = FakeConsumer([[frame(i) for i in range(3)]])
+    worker = make_worker(model, consumer, max_batch=1, max_buffered_frames=2, max_wait_ms=60_000)
+    worker.step()  # three arrive (more than the queue holds), one is judged
+    worker.flow_control()
+    assert consumer.paused_partitions  # two still queued: full
+    worker.step()
+    worker.flow_control()
+    assert not consumer.paused_partitions
