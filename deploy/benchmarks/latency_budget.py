@@ -62,7 +62,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from bridge.settings import BridgeSettings
-from deploy.benchmarks.latency_faults import Fault, fault_report, timeline
+from deploy.benchmarks.latency_faults import Fault, fault_report, plot_timeline, timeline
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--broker-retention-s",
         type=float,
-        default=60.0,
+        default=10.0,
         help="with s3 storage: the local stack deletes consumed record batches older than "
         "this (Tansu applies no retention and slows down with every batch it holds); "
         "0: keep all",
@@ -662,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     plot(parts, out / "latency_budget.png", title)
     print(f"\nCDF per stage: {out / 'latency_budget.png'}")
+    if faults:
+        plot_timeline(parts, faults, args.deadline_ms, out / "latency_faults.png", title)
+        print(f"each part through the faults: {out / 'latency_faults.png'}")
     if args.json:
         args.json.write_text(
             json.dumps(

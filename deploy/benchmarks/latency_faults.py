@@ -132,3 +132,46 @@ def timeline(
             }
         )
     return rows
+
+
+def plot_timeline(
+    parts: Sequence[Part], faults: Sequence[Fault], deadline_ms: float, path, title: str
+) -> None:
+    """Each part's capture -> decision against its capture time, by its outcome at the PLC,
+    with the faults shaded and the deadline drawn: when the line was in time again shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not parts:
+        return
+    first = min(p.captured for p in parts)
+    figure, axes = plt.subplots(figsize=(10, 4.5))
+    for outcome, style in (("OK", ("tab:blue", ".")), ("NG", ("tab:orange", ".")),
+                           ("TIMEOUT", ("tab:red", "x")), (None, ("black", "s"))):  # fmt: skip
+        chosen = [p for p in parts if decision(p) == outcome and p.times()]
+        if chosen:
+            axes.scatter(
+                [(p.captured - first) / 1000 for p in chosen],
+                [max(p.times()["capture -> decision"], 1.0) for p in chosen],
+                s=6 if outcome != "TIMEOUT" else 10,
+                c=style[0],
+                marker=style[1],
+                label=f"{outcome or 'no outcome'} ({len(chosen)})",
+            )
+    for fault in faults:
+        ended = fault.ended if fault.ended is not None else fault.began
+        axes.axvspan((fault.began - first) / 1000, (ended - first) / 1000, color="grey", alpha=0.25)
+        axes.text((fault.began - first) / 1000, 0.97, fault.name, fontsize=8, rotation=90,
+                  va="top", ha="right", transform=axes.get_xaxis_transform())  # fmt: skip
+    axes.axhline(deadline_ms, color="tab:red", linestyle="--", linewidth=1, label="deadline")
+    axes.set_yscale("log")
+    axes.set_xlabel("captured, s into the window")
+    axes.set_ylabel("capture -> decision, ms (log scale)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from deploy.benchmarks.latency_budget import Part
-from deploy.benchmarks.latency_faults import Fault, decision, fault_report, timeline
+from deploy.benchmarks.latency_faults import (
+    Fault,
+    decision,
+    fault_report,
+    plot_timeline,
+    timeline,
+)
 
 DEADLINE = 500.0
 
@@ -52,3 +58,10 @@ def test_the_timeline_buckets_parts_by_capture_time_from_the_first():
         (10.0, 1, 0, 0),
     ]
     assert all(r["decision_p50_ms"] is None for r in rows)  # no verdicts were tapped here
+
+
+def test_the_fault_timeline_is_drawn(tmp_path):
+    outage = Fault("broker outage", began=10_000, ended=15_000)
+    path = tmp_path / "latency_faults.png"
+    plot_timeline([part(9_000, "OK"), part(12_000, "TIMEOUT")], [outage], DEADLINE, path, "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
