@@ -340,13 +340,15 @@ class Worker:
         After a backlog (a restarted worker, a broker back from an outage) strict arrival
         order would make every part captured while it drains miss its deadline too; this
         way those parts are judged in time and the late ones with the spare capacity, in
-        batches of `late_batch`. A record without a timestamp counts as in time.
+        batches of `late_batch`. A record without a timestamp counts as in time. The record's
+        timestamp is the camera's send time, so the camera's clock must agree with the
+        worker's (as with the bridge's, which counts the deadline from the capture time).
         """
         size = self.settings.max_batch
         if self.settings.late_after_ms <= 0:
             return [self.buffer.popleft() for _ in range(min(len(self.buffer), size))]
         cutoff = time.time() * 1000 - self.settings.late_after_ms
-        in_time = [p for p in self.buffer if (p.record.timestamp or cutoff) >= cutoff]
+        in_time = [p for p in self.buffer if _sent_at(p.record, cutoff) >= cutoff]
         if not in_time:  # small batches: a frame in time may arrive at any moment
             late = min(len(self.buffer), self.settings.late_batch)
             batch = [self.buffer.popleft() for _ in range(late)]
@@ -701,6 +703,13 @@ def _fit(model: InspectionModel, decoded: Decoded) -> Decoded:
     if decoded.prepared.shape[:2] != (model.image_size, model.image_size):
         decoded.prepared = model.prepare(decoded.original)
     return decoded
+
+
+def _sent_at(record: Any, unknown: float) -> float:
+    """The record's timestamp (epoch ms; the producer's send time), `unknown` without one
+    (kafka-python gives -1 or None)."""
+    stamp = record.timestamp
+    return stamp if stamp is not None and stamp > 0 else unknown
 
 
 def _line(topic: str) -> str:

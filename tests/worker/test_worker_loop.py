@@ -484,3 +484,11 @@ def test_a_full_queue_pauses_fetching_until_the_model_catches_up(model):
     worker.step()
     worker.flow_control()
     assert not consumer.paused_partitions
+
+
+def test_a_record_without_a_timestamp_counts_as_in_time(model):
+    backlog = [aged(frame(0), 10_000), frame(1)._replace(timestamp=-1)]
+    producer = FakeProducer()
+    worker = make_worker(model, FakeConsumer([backlog]), producer, late_after_ms=500)
+    worker.step()
+    assert [Verdict.from_json(v).frame_id for _, v in producer.sent] == ["f1"]
