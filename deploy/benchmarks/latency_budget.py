@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
                     "stages": table,
                     "beside": args.beside,
                     "faults": fault_report(parts, faults, args.deadline_ms) if faults else None,
-                    "timeline": timeline(parts) if faults else None,
+                    "timeline": timeline(parts, 5_000.0 if faults else 30_000.0),
                 },
                 indent=2,
             )

@@ -109,8 +109,9 @@ def swap_p99s(parts: Sequence[Part], swap: Fault) -> dict[str, float | None]:
 def timeline(
     parts: Sequence[Part], bucket_ms: float = 5_000.0
 ) -> list[dict[str, float | int | None]]:
-    """The window in buckets of capture time: parts, TIMEOUTs, parts with no outcome, and
-    capture -> decision p50 / max, so a reader sees when the line was in time again."""
+    """The window in buckets of capture time: parts, TIMEOUTs, parts with no outcome,
+    capture -> decision p50 / max and capture -> OPC UA p50, so a reader sees when the line
+    was in time again (or whether it slowed down as the run went on)."""
     if not parts:
         return []
     first = min(p.captured for p in parts)
@@ -121,6 +122,9 @@ def timeline(
     for index in sorted(buckets):
         group = buckets[index]
         waits = [p.times()["capture -> decision"] for p in group if p.times()]
+        plc = [
+            t["capture -> OPC UA"] for t in (p.times() for p in group) if "capture -> OPC UA" in t
+        ]
         rows.append(
             {
                 "from_s": index * bucket_ms / 1000,
@@ -129,6 +133,7 @@ def timeline(
                 "no_outcome": sum(decision(p) is None for p in group),
                 "decision_p50_ms": float(np.median(waits)) if waits else None,
                 "decision_max_ms": float(max(waits)) if waits else None,
+                "plc_p50_ms": float(np.median(plc)) if plc else None,
             }
         )
     return rows
