@@ -71,10 +71,6 @@ class OffsetTracker:
         self._next: dict[TopicPartition, int] = {}  # last offset handed in + 1
         self._first: dict[TopicPartition, int] = {}  # nothing below it is ours to commit
 
-    def add(self, tp: TopicPartition, offset: int, outputs: Iterable[Output]) -> None:
-        """Track a judged frame of `tp`; frames of one partition arrive in offset order."""
-        self.hold(tp, offset).judged_with(outputs)
-
     def hold(self, tp: TopicPartition, offset: int) -> Held:
         """Track a frame of `tp` not judged yet (in offset order); nothing from it on is
         committed until `Held.judged_with` and its outputs are done."""

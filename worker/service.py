@@ -290,17 +290,15 @@ class Worker:
         Kafka's pause stops fetching but keeps the group membership: the partitions
         stay this worker's, and frames wait in the broker, not in memory.
         """
-        wanted = (
-            self.heatmaps.full()
-            or self.broker_failing_since is not None
-            or len(self.buffer) >= self.settings.max_buffered_frames
-        )
+        troubled = self.heatmaps.full() or self.broker_failing_since is not None
+        wanted = troubled or len(self.buffer) >= self.settings.max_buffered_frames
         assignment = self.consumer.assignment()
         if wanted:
             if assignment:
                 self.consumer.pause(*assignment)  # again after a rebalance: new partitions
             if not self.paused:
-                (log.info if self._only_queue_full() else log.warning)(
+                # a full queue alone is the model catching up: nothing is wrong
+                (log.warning if troubled else log.info)(
                     "consumption paused",
                     heatmaps_waiting=self.heatmaps.waiting,
                     broker_failing=self.broker_failing_since is not None,
@@ -311,10 +309,6 @@ class Worker:
             log.info("consumption resumed")
         self.paused = wanted
         self.metrics.consumption_paused.set(1 if wanted else 0)
-
-    def _only_queue_full(self) -> bool:
-        """Paused only because the queue is full: the model is catching up, nothing is wrong."""
-        return not self.heatmaps.full() and self.broker_failing_since is None
 
     def _poll_timeout_ms(self) -> int:
         """Wait for frames only when none is waiting: with some, just take what has arrived."""

@@ -62,7 +62,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from bridge.settings import BridgeSettings
-from deploy.benchmarks.latency_faults import Fault, fault_report, plot_timeline, timeline
+from deploy.benchmarks.latency_faults import (
+    Fault,
+    fault_report,
+    plot_timeline,
+    save_figure,
+    timeline,
+)
 from deploy.demo import wait_until_ready
 from deploy.local.processes import free_port
 from deploy.local.stack import LocalStack
@@ -444,12 +450,7 @@ def plot(parts: list[Part], path: Path, title: str) -> None:
     axes.set_xscale("log")
     axes.set_xlabel("ms (log scale)")
     axes.set_ylabel("share of parts")
-    axes.set_title(title, fontsize=9)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, axes, path, title, legend="lower right")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,9 +174,16 @@ def plot_timeline(
     axes.set_yscale("log")
     axes.set_xlabel("captured, s into the window")
     axes.set_ylabel("capture -> decision, ms (log scale)")
+    save_figure(figure, axes, path, title, legend="upper left")
+
+
+def save_figure(figure, axes, path, title: str, legend: str) -> None:
+    """The benchmark's figures' common finish: title, grid, legend, written and closed."""
+    import matplotlib.pyplot as plt
+
     axes.set_title(title, fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left")
+    axes.legend(fontsize=8, loc=legend)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

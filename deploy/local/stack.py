@@ -397,7 +397,7 @@ class LocalStack:
                     str(self.state_dir),
                     "--retention-s",
                     str(self.broker_retention_s),
-                ],  # fmt: skip
+                ],
                 logs / "broker-retention.log",
                 cwd=Path(__file__).parents[2],
             )
